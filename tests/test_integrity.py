@@ -1,0 +1,71 @@
+"""The notebook carries the assignment verbatim: every handed-out cell, in order, TODO markers kept."""
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import hw3_helpers as hw3
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSIGNMENT = ROOT.parent / "shared" / "assignment" / "000_900078325203ea3f.txt"
+MANIFEST = json.loads((Path(__file__).parent / "handed_out.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return nbformat.read(hw3.NOTEBOOK, as_version=4)
+
+
+def test_handed_out_text_matches_the_manifest(nb):
+    lines = hw3.handed_out_lines(nb)
+    assert len(lines) == MANIFEST["lines"]
+    assert hw3.fingerprint(lines) == MANIFEST["sha256"], "a handed-out cell was changed, moved or dropped"
+
+
+@pytest.mark.skipif(not ASSIGNMENT.exists(), reason="the assignment text lives outside this clone")
+def test_handed_out_text_matches_the_assignment(nb):
+    expected = hw3.significant_lines(ASSIGNMENT.read_text())
+    actual = hw3.handed_out_lines(nb)
+    first_difference = next((i for i, (a, b) in enumerate(zip(actual, expected)) if a != b), None)
+    assert first_difference is None, f"line {first_difference}: {actual[first_difference]!r} != " \
+                                     f"{expected[first_difference]!r}"
+    assert actual == expected
+    assert hw3.fingerprint(expected) == MANIFEST["sha256"]
+
+
+def test_do_not_modify_cells_are_whole_code_cells(nb):
+    cells = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("#[do not modify]")]
+    assert len(cells) == MANIFEST["do_not_modify_cells"] == 4
+    assert not any(hw3.is_added(c) or hw3.TODO_START in c.source for c in cells)
+
+
+def test_embedded_tests_are_present_and_called(nb):
+    for name in ("test_rope", "test_calculate_attention", "test_calculate_sliding_attention", "test_transformer",
+                 "test_nucleus"):
+        cells = [c for c in nb.cells if c.cell_type == "code" and f"def {name}()" in c.source]
+        assert len(cells) == 1 and f"\n{name}()" in cells[0].source, name
+
+
+def test_todo_markers_are_kept_and_filled(nb):
+    sources = [c.source for c in nb.cells if c.cell_type == "code"]
+    starts = sum(s.count(hw3.TODO_START) for s in sources)
+    ends = sum(s.count(hw3.TODO_END) for s in sources)
+    assert starts == ends == MANIFEST["todo_blocks"] == 23
+    for source in sources:
+        if hw3.TODO_START in source:
+            bodies = source.split(hw3.TODO_START)[1:]
+            assert all(body.split(hw3.TODO_END)[0].strip() for body in bodies), "an empty TODO block"
+
+
+def test_graded_code_does_not_call_torch_attention(nb):
+    graded = [c.source for c in nb.cells if c.cell_type == "code" and not hw3.is_added(c)]
+    assert not any("scaled_dot_product_attention" in s for s in graded)
+
+
+def test_committed_notebook_is_clean(nb):
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+        assert set(cell.metadata) <= {"tags"}
+    assert set(nb.metadata) <= {"kernelspec", "language_info"}

@@ -233,7 +233,10 @@ class RunFailed(RuntimeError):
 
 
 def cell_title(cell) -> str:
-    first = next((line.strip() for line in cell.source.splitlines() if line.strip()), "(empty)")
+    """The first line that says what a cell does: markers, decorators and blank lines skipped."""
+    lines = [line.strip() for line in cell.source.splitlines() if line.strip()]
+    first = next((line for line in lines if not line.startswith(("#####", "#[do not modify]", "@"))),
+                 lines[0] if lines else "(empty)")
     return first if len(first) <= 60 else first[:57] + "..."
 
 
@@ -337,7 +340,7 @@ def report_words(markdown: str) -> int:
 
 
 REPORT_ELEMENTS = {  # required element -> words that show it is there
-    "cross-entropy sentence": ("cross-entropy", "cross entropy"),
+    "cross-entropy sentence": ("cross-entropy", "cross entropy", "cross_entropy"),
     "generation sentence": ("greedy", "argmax"),
     "nucleus sampling vs greedy": ("nucleus", "top-p", "top_p"),
     "temperature paragraph": ("temperature",),

@@ -2,7 +2,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from test_rope import rope_by_formula
 
 SHAPES = [  # (num_heads, num_kv_heads, seq_len, head_dim)

@@ -27,7 +27,7 @@ def test_handed_out_text_matches_the_manifest(nb):
 def test_handed_out_text_matches_the_assignment(nb):
     expected = hw3.significant_lines(ASSIGNMENT.read_text())
     actual = hw3.handed_out_lines(nb)
-    first_difference = next((i for i, (a, b) in enumerate(zip(actual, expected)) if a != b), None)
+    first_difference = next((i for i, (a, b) in enumerate(zip(actual, expected, strict=False)) if a != b), None)
     assert first_difference is None, f"line {first_difference}: {actual[first_difference]!r} != " \
                                      f"{expected[first_difference]!r}"
     assert actual == expected

@@ -1,0 +1,160 @@
+"""make bench: speed and memory of our code as ratios measured in one run. Writes build/bench.json."""
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils import benchmark
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import hw3_helpers  # noqa: E402
+
+hw = hw3_helpers.load_definitions()
+rows = []
+
+
+def seconds(fn, min_run_time=1.0):
+    """Median seconds per call, after warm-up (torch.utils.benchmark)."""
+    fn()
+    return benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
+
+
+def record(name, ratio, goal, met, detail):
+    rows.append({"benchmark": name, "ratio": ratio, "goal": goal, "met": met, "detail": detail})
+    print(f"{name:<48}{ratio:>8.2f}x  goal {goal:<8}{'met' if met else 'MISSED':<8}{detail}", flush=True)
+
+
+def sdpa_attention(q, k, v, key_weights, rope, scale, device, mask=None):
+    """Bench only: the same attention through torch's fused kernel."""
+    group = q.shape[1] // k.shape[1]
+    k = rope(k).repeat_interleave(group, dim=1) * key_weights.view(1, -1, 1, 1)
+    return F.scaled_dot_product_attention(rope(q), k, v.repeat_interleave(group, dim=1), attn_mask=mask,
+                                          is_causal=mask is None, scale=scale)
+
+
+def training_step_ratio():
+    torch.manual_seed(0)
+    model = hw.Transformer(vocab_size=7, n_layers=4, hidden_dim=64, ff_dim=128, num_heads=4, head_dim=16)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = torch.randint(0, 7, (128, 64)), torch.randint(0, 7, (128, 64))
+
+    def step():
+        loss = F.cross_entropy(model(x).reshape(-1, 7), y.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    ours = seconds(step, 3.0)
+    graded = hw.calculate_attention
+    hw.calculate_attention = sdpa_attention
+    try:
+        fused = seconds(step, 3.0)
+    finally:
+        hw.calculate_attention = graded
+    ratio = ours / fused
+    record("training step: graded attention / SDPA", ratio, "<= 1.3", ratio <= 1.3,
+           f"{ours * 1e3:.0f} ms vs {fused * 1e3:.0f} ms per step (batch 128, length 64)")
+
+
+def moe_ratio(hidden):
+    torch.manual_seed(0)
+    moe = hw.MixtureOfExperts(hidden, 2 * hidden, num_experts=8, top_k=2)
+    x = torch.randn(32, 64, hidden, requires_grad=True)
+
+    def dense():
+        weights, indices = moe.router(x)
+        outputs = torch.stack([expert(x) for expert in moe.experts], dim=-2)  # every expert on every token
+        chosen = outputs.gather(-2, indices.unsqueeze(-1).expand(*indices.shape, hidden))
+        return (weights.unsqueeze(-1) * chosen).sum(-2)
+
+    torch.testing.assert_close(moe(x), dense(), atol=1e-5, rtol=1e-4)
+    sparse_s = seconds(lambda: moe(x).sum().backward())
+    dense_s = seconds(lambda: dense().sum().backward())
+    ratio = dense_s / sparse_s
+    record(f"MoE fwd+bwd, hidden {hidden}: dense / sparse", ratio, ">= 2", ratio >= 2,
+           f"{sparse_s * 1e3:.1f} ms vs {dense_s * 1e3:.1f} ms (8 experts, top-2, 2048 tokens); outputs equal")
+
+
+def generation_ratios():
+    """generate_with_cache lives in the notebook's extension section; load_definitions brings it in too."""
+    torch.manual_seed(0)
+    model = hw.Transformer(vocab_size=7, n_layers=4, hidden_dim=64, ff_dim=128, num_heads=4, head_dim=16).eval()
+    prompt = torch.randint(0, 7, (1, 16))
+    for length in (128, 512, 1024):
+        started = time.perf_counter()
+        plain = hw.generate(model, prompt, length)
+        plain_s = time.perf_counter() - started
+        started = time.perf_counter()
+        cached = hw.generate_with_cache(model, prompt, length)
+        cached_s = time.perf_counter() - started
+        ratio = plain_s / cached_s
+        goal = ">= 5" if length == 1024 else "-"
+        record(f"generation, {length} tokens: generate / with cache", ratio, goal,
+               ratio >= 5 if length == 1024 else True,
+               f"{plain_s:.2f} s vs {cached_s:.2f} s; identical tokens: {torch.equal(plain, cached)}")
+
+
+SLIDING_CHILD = """
+import resource, sys, time, torch
+sys.path.insert(0, {root!r})
+import hw3_helpers
+hw = hw3_helpers.load_definitions()
+seq_len = {seq_len}
+q, k, v = (torch.randn(1, 4, seq_len, 16) for _ in range(3))
+rope = hw.RotaryPositionalEmbedding(16, max_seq_len=seq_len)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+with torch.no_grad():
+    hw.calculate_sliding_attention(q, k, v, torch.ones(4), rope, 0.25, q.device, 128)
+print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def sliding_window_scaling():
+    """Time and peak-memory growth of graded sliding-window attention (window 128), one fresh process a length."""
+    results = {}
+    for seq_len in (256, 1024, 2048, 4096):
+        out = subprocess.run([sys.executable, "-c", SLIDING_CHILD.format(root=str(ROOT), seq_len=seq_len)],
+                             capture_output=True, text=True, check=True).stdout.split()
+        results[seq_len] = (float(out[0]), int(out[1]) / 1024)  # seconds, MiB of peak-RSS growth
+        print(f"  sliding window attention, length {seq_len:>5}: {results[seq_len][0] * 1e3:7.1f} ms, "
+              f"peak memory +{results[seq_len][1]:7.1f} MiB", flush=True)
+    growth = results[4096][1] / max(results[1024][1], 1e-9)
+    record("sliding window: memory 4096 / memory 1024", growth, "~4 (lin.)", growth <= 6,
+           "16x would be quadratic: the graded version builds the full T x T score matrix")
+    return {str(k): {"seconds": s, "peak_mib": m} for k, (s, m) in results.items()}
+
+
+def data_generation_seconds():
+    hw3_helpers.seed_everything(0)
+    gen = hw.example_generator(lambda: hw.generate_recursive(2, 7, 0.1))
+    started = time.perf_counter()
+    test, generators = hw.generate_dataset(gen, 64, 1000)
+    hw.generate_dataset(gen, 64, 10000, exclude=generators)
+    elapsed = time.perf_counter() - started
+    print(f"  data generation (given code, 11000 sequences): {elapsed:.1f} s", flush=True)
+    return elapsed
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'benchmark':<48}{'ratio':>9}  {'goal':<13}{'':<8}detail")
+    training_step_ratio()
+    moe_ratio(64)
+    moe_ratio(512)
+    generation_ratios()
+    sliding = sliding_window_scaling()
+    data_s = data_generation_seconds()
+    out = ROOT / "build" / "bench.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"torch_version": torch.__version__, "rows": rows, "sliding_window": sliding,
+                               "data_generation_seconds": data_s,
+                               "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
+                              indent=2) + "\n")
+    print(f"wrote {out}")

@@ -116,6 +116,12 @@ CHECK_BREAKERS = {  # rubric rule -> how to break only that rule in a copy of th
 }
 
 
+ALSO_BROKEN = {  # rules that cannot break alone
+    "test accuracy >= 0.80 (ours)": "test accuracy >= 0.65 (assignment)",  # 0.7 fails ours, passes the assignment's
+    "all five embedded tests ran and passed": "execution counts run 1..N in order",  # an unrun cell has no count
+}
+
+
 @pytest.mark.parametrize("rule", CHECK_BREAKERS)
 def test_each_rubric_rule_catches_what_it_is_for(run, tmp_path, rule):
     out = tmp_path / "copy"
@@ -128,6 +134,5 @@ def test_each_rubric_rule_catches_what_it_is_for(run, tmp_path, rule):
     results = {name: passed for name, passed, _ in
                hw3.check(out / "build" / "homework3.ipynb", out / "build" / "metrics.json", out / "report.md")}
     assert results.pop(rule) is False, f"{rule!r} did not fail"
-    if rule == "test accuracy >= 0.80 (ours)":
-        results.pop("test accuracy >= 0.65 (assignment)")
+    results.pop(ALSO_BROKEN.get(rule), None)
     assert all(results.values()), [name for name, passed in results.items() if not passed]

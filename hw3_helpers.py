@@ -5,11 +5,20 @@ Makefile do.
 """
 from __future__ import annotations
 
+import argparse
 import ast
+import hashlib
+import json
+import os
 import random
+import re
+import tempfile
+import time
 import types
+import zipfile
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import torch
 
@@ -41,8 +50,6 @@ def load_definitions(notebook: Path = NOTEBOOK, device: str = "cpu") -> types.Mo
     Top-level statements other than definitions (data generation, training, embedded test calls, plots) are
     skipped, so loading takes well under a second. `DEVICE`, a global that the given code reads, is set.
     """
-    import nbformat
-
     nb = nbformat.read(notebook, as_version=4)
     module = types.ModuleType("homework3")
     module.DEVICE = torch.device(device)
@@ -59,6 +66,8 @@ def load_definitions(notebook: Path = NOTEBOOK, device: str = "cpu") -> types.Mo
 TODO_START = "### TODO: Your code starts here ###"
 TODO_END = "### TODO: Your code ends here ###"
 ADDED_TAG = "added"  # cell tag of everything that is ours rather than the assignment's
+EMBEDDED_TESTS = ("test_rope", "test_calculate_attention", "test_calculate_sliding_attention", "test_transformer",
+                  "test_nucleus")  # the test functions handed out inside the notebook
 
 
 def is_added(cell) -> bool:
@@ -96,7 +105,6 @@ def handed_out_lines(nb) -> list[str]:
 
 
 def fingerprint(lines: list[str]) -> str:
-    import hashlib
 
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
@@ -192,7 +200,6 @@ OUTPUT_ENV = "HW3_OUTPUT_DIR"  # set by the runner so a test run can write somew
 
 def output_dir() -> Path:
     """Where a run writes figures/, build/ and report.md: the notebook's folder unless the runner says else."""
-    import os
 
     return Path(os.environ.get(OUTPUT_ENV, "."))
 
@@ -206,7 +213,6 @@ def save_figure(fig, name: str) -> Path:
 
 
 def write_metrics(metrics: dict) -> Path:
-    import json
 
     path = output_dir() / "build" / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,8 +222,6 @@ def write_metrics(metrics: dict) -> Path:
 
 def _write_atomically(path: Path, text: str) -> None:
     """Write through a temporary file in the same folder, so readers never see half a file."""
-    import os
-    import tempfile
 
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
         tmp.write(text)
@@ -246,11 +250,7 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
     The source notebook is only read. On a failing or hung cell the partly executed notebook is kept as
     build/homework3.failed.ipynb and RunFailed names the cell.
     """
-    import os
-    import re
-    import time
-
-    import nbformat
+    # Imported here, not at the top: the notebook imports this module, and only the runner needs nbclient.
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
@@ -293,7 +293,6 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
 
 def export_html(notebook: Path, target: Path, images_from: Path) -> None:
     """nbconvert's HTML export with the figures the markdown links embedded, so it reads anywhere."""
-    import nbformat
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(embed_images=True)
@@ -319,20 +318,17 @@ def report_text(nb) -> str:
 
 
 def export_report(notebook: Path, target: Path) -> None:
-    import nbformat
 
     _write_atomically(target, report_text(nbformat.read(notebook, as_version=4)))
 
 
 def linked_images(markdown: str) -> list[str]:
-    import re
 
     return re.findall(r"!\[[^\]]*\]\(([^)\s]+)", markdown)
 
 
 def report_words(markdown: str) -> int:
     """Words a reader reads: image links, markup and table rules left out."""
-    import re
 
     text = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", markdown)
     text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
@@ -350,9 +346,7 @@ REPORT_ELEMENTS = {  # required element -> words that show it is there
 
 def check(executed: Path, metrics_path: Path, report_path: Path, min_accuracy: float = 0.80) -> list[tuple]:
     """The rubric, rule by rule, for an executed notebook: a list of (rule, passed, detail)."""
-    import json
 
-    import nbformat
 
     nb = nbformat.read(executed, as_version=4)
     manifest = json.loads((ROOT / "tests" / "handed_out.json").read_text())
@@ -370,8 +364,7 @@ def check(executed: Path, metrics_path: Path, report_path: Path, min_accuracy: f
     counts = [c.execution_count for c in code]
     rule("execution counts run 1..N in order", counts == list(range(1, len(code) + 1)),
          f"{len(code)} code cells")
-    test_calls = ["test_rope()", "test_calculate_attention()", "test_calculate_sliding_attention()",
-                  "test_transformer()", "test_nucleus()"]
+    test_calls = [f"{name}()" for name in EMBEDDED_TESTS]
     ran = [call for call in test_calls
            if any(f"\n{call}" in c.source and c.execution_count and not any(o.output_type == "error" for o in c.outputs)
                   for c in code)]
@@ -396,9 +389,7 @@ def check(executed: Path, metrics_path: Path, report_path: Path, min_accuracy: f
 
 def make_zip(executed: Path, out_root: Path, target: Path) -> list[str]:
     """The Moodle archive: executed notebook, companion module, report and the figures the notebook links."""
-    import zipfile
 
-    import nbformat
 
     nb = nbformat.read(executed, as_version=4)
     images = sorted(set(linked_images("\n".join(c.source for c in nb.cells if c.cell_type == "markdown"))))
@@ -417,7 +408,6 @@ def make_zip(executed: Path, out_root: Path, target: Path) -> list[str]:
 
 
 def main(argv=None) -> int:
-    import argparse
 
     parser = argparse.ArgumentParser(prog="python -m hw3_helpers", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["run", "check", "zip"])
@@ -437,17 +427,16 @@ def main(argv=None) -> int:
         print(f"error: {executed} does not exist; run `make run` first")
         return 1
     results = check(executed, build / "metrics.json", args.out / "report.md")
-    if args.command == "check" or not all(passed for _, passed, _ in results):
-        for name, passed, detail in results:
-            print(f"{'PASS' if passed else 'FAIL'}  {name}" + (f"  ({detail})" if detail else ""))
-        failed = [name for name, passed, _ in results if not passed]
-        if failed:
-            print(f"check failed: {len(failed)} of {len(results)} rules" +
-                  ("; no zip written" if args.command == "zip" else ""))
-            return 1
-        print(f"check passed: {len(results)} rules")
-        if args.command == "check":
-            return 0
+    for name, passed, detail in results:
+        print(f"{'PASS' if passed else 'FAIL'}  {name}" + (f"  ({detail})" if detail else ""))
+    failed = [name for name, passed, _ in results if not passed]
+    if failed:
+        refusal = "; no zip written" if args.command == "zip" else ""
+        print(f"check failed: {len(failed)} of {len(results)} rules{refusal}")
+        return 1
+    print(f"check passed: {len(results)} rules")
+    if args.command == "check":
+        return 0
     members = make_zip(executed, args.out, build / "hw3_submission.zip")
     print(f"wrote {build / 'hw3_submission.zip'}: {', '.join(members)}")
     return 0

@@ -261,6 +261,8 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(source.parent)}})
     code_cells = [(index, cell) for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+    cell_seconds = []
+    run_started = time.perf_counter()
     previous = os.environ.get(OUTPUT_ENV)
     os.environ[OUTPUT_ENV] = str(out_root)  # the kernel inherits it
     try:
@@ -277,7 +279,8 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
                     reason = lines[-1] if lines else type(error).__name__
                     raise RunFailed(f"cell {number} ({cell_title(cell)!r}) failed: {reason}\n"
                                     f"The partly executed notebook is in {build / 'homework3.failed.ipynb'}") from None
-                log(f"{time.perf_counter() - started:.1f} s")
+                cell_seconds.append(time.perf_counter() - started)
+                log(f"{cell_seconds[-1]:.1f} s")
     finally:
         if previous is None:
             os.environ.pop(OUTPUT_ENV, None)
@@ -288,6 +291,8 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
     (build / "homework3.failed.ipynb").unlink(missing_ok=True)
     export_html(executed, build / "homework3.html", images_from=source.parent)
     export_report(executed, out_root / "report.md")
+    _write_atomically(build / "run_timings.json", json.dumps(
+        {"total_seconds": time.perf_counter() - run_started, "cell_seconds": cell_seconds}, indent=2) + "\n")
     return executed
 
 

@@ -21,7 +21,8 @@ rows = []
 def seconds(fn, min_run_time=1.0):
     """Median seconds per call, after warm-up (torch.utils.benchmark)."""
     fn()
-    return benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 def record(name, ratio, goal, met, detail):
@@ -104,30 +105,54 @@ import resource, sys, time, torch
 sys.path.insert(0, {root!r})
 import hw3_helpers
 hw = hw3_helpers.load_definitions()
-seq_len = {seq_len}
-q, k, v = (torch.randn(1, 4, seq_len, 16) for _ in range(3))
-rope = hw.RotaryPositionalEmbedding(16, max_seq_len=seq_len)
+q, k, v = (torch.randn(1, 4, {seq_len}, 16) for _ in range(3))
+rope, weights = hw.RotaryPositionalEmbedding(16, max_seq_len={seq_len}), torch.ones(4)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()
 with torch.no_grad():
-    hw.calculate_sliding_attention(q, k, v, torch.ones(4), rope, 0.25, q.device, 128)
+    if {banded}:
+        hw.banded_sliding_attention(q, k, v, weights, rope, 0.25, 128)
+    else:
+        hw.calculate_sliding_attention(q, k, v, weights, rope, 0.25, q.device, 128)
 print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """
 
 
 def sliding_window_scaling():
-    """Time and peak-memory growth of graded sliding-window attention (window 128), one fresh process a length."""
+    """Time and peak-memory growth of sliding-window attention (window 128), one fresh process a measurement.
+
+    Graded: `calculate_sliding_attention`, which masks a full T x T score matrix. Banded: the extension section's
+    `banded_sliding_attention`, which scores each block of 128 queries against the 256 keys it can reach.
+    """
     results = {}
-    for seq_len in (256, 1024, 2048, 4096):
-        out = subprocess.run([sys.executable, "-c", SLIDING_CHILD.format(root=str(ROOT), seq_len=seq_len)],
-                             capture_output=True, text=True, check=True).stdout.split()
-        results[seq_len] = (float(out[0]), int(out[1]) / 1024)  # seconds, MiB of peak-RSS growth
-        print(f"  sliding window attention, length {seq_len:>5}: {results[seq_len][0] * 1e3:7.1f} ms, "
-              f"peak memory +{results[seq_len][1]:7.1f} MiB", flush=True)
-    growth = results[4096][1] / max(results[1024][1], 1e-9)
-    record("sliding window: memory 4096 / memory 1024", growth, "~4 (lin.)", growth <= 6,
-           "16x would be quadratic: the graded version builds the full T x T score matrix")
-    return {str(k): {"seconds": s, "peak_mib": m} for k, (s, m) in results.items()}
+    for variant in ("graded", "banded"):
+        for seq_len in (256, 1024, 2048, 4096):
+            code = SLIDING_CHILD.format(root=str(ROOT), seq_len=seq_len, banded=variant == "banded")
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            run_seconds, peak_kib = out.split()
+            results[f"{variant} {seq_len}"] = {"seconds": float(run_seconds), "peak_mib": int(peak_kib) / 1024}
+            print(f"  {variant} sliding-window attention, length {seq_len:>5}: {float(run_seconds) * 1e3:7.1f} ms, "
+                  f"peak memory +{int(peak_kib) / 1024:7.1f} MiB", flush=True)
+    for variant in ("graded", "banded"):
+        growth = results[f"{variant} 4096"]["peak_mib"] / max(results[f"{variant} 1024"]["peak_mib"], 1e-3)
+        goal_met = growth <= 6  # 4x length: ~4x memory if linear, ~16x if quadratic
+        record(f"sliding window, {variant}: memory 4096 / 1024", growth, "<= 6", goal_met,
+               "linear would be ~4x, quadratic ~16x")
+    speedup = results["graded 4096"]["seconds"] / results["banded 4096"]["seconds"]
+    record("sliding window at 4096: graded time / banded", speedup, "-", True,
+           "outputs equal: tests/test_banded.py")
+    return results
+
+
+def make_run_seconds():
+    """The last `make run`'s wall time, as the runner recorded it (the bench does not rerun the notebook)."""
+    timings = ROOT / "build" / "run_timings.json"
+    if not timings.exists():
+        print("  whole make run: no build/run_timings.json yet (run `make run` first)")
+        return None
+    total = json.loads(timings.read_text())["total_seconds"]
+    print(f"  whole make run (last run, from build/run_timings.json): {total:.0f} s", flush=True)
+    return total
 
 
 def data_generation_seconds():
@@ -151,10 +176,11 @@ if __name__ == "__main__":
     generation_ratios()
     sliding = sliding_window_scaling()
     data_s = data_generation_seconds()
+    run_s = make_run_seconds()
     out = ROOT / "build" / "bench.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"torch_version": torch.__version__, "rows": rows, "sliding_window": sliding,
-                               "data_generation_seconds": data_s,
+                               "data_generation_seconds": data_s, "make_run_seconds": run_s,
                                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
                               indent=2) + "\n")
     print(f"wrote {out}")

@@ -1,4 +1,5 @@
 """The runner, exporter and figure saving, on small notebooks made for the purpose."""
+import json
 from pathlib import Path
 
 import nbformat
@@ -59,6 +60,8 @@ def test_a_successful_run_writes_notebook_html_and_report(tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert report == "First paragraph of the report.\n\n![a figure](figures/f.png)\n\nSecond.\n"
     assert hw3.linked_images(report) == ["figures/f.png"]
+    timings = json.loads((tmp_path / "out" / "build" / "run_timings.json").read_text())
+    assert len(timings["cell_seconds"]) == 1 and timings["total_seconds"] >= timings["cell_seconds"][0]
 
 
 def test_saved_figures_have_the_same_bytes_every_time(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test check zip lint bench clean
+.PHONY: help run test check zip lint bench study clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
@@ -16,22 +16,25 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 run: $(STAMP) ## execute the notebook headless: build/, figures/, report.md
-	$(PY) -m hw3_helpers run
+	$(PY) -m hw3tools run
 
 test: $(STAMP) ## unit tests and one end-to-end run of the notebook
 	$(PY) -m pytest
 
 check: $(STAMP) ## the grading rubric, rule by rule, for the last run
-	$(PY) -m hw3_helpers check
+	$(PY) -m hw3tools check
 
 zip: $(STAMP) ## check, then build/hw3_submission.zip for Moodle
-	$(PY) -m hw3_helpers zip
+	$(PY) -m hw3tools zip
 
 lint: $(STAMP) ## ruff over the module, tests, benchmark and notebook
-	$(VENV)/bin/ruff check hw3_helpers.py tests bench homework3.ipynb
+	$(VENV)/bin/ruff check hw3_helpers.py hw3tools tests bench homework3.ipynb
 
 bench: $(STAMP) ## speed and memory ratios: build/bench.json
 	$(PY) bench/bench.py
+
+study: $(STAMP) ## multi-seed study of variants and levers (resumes): study/
+	$(PY) -m hw3tools study
 
 clean: ## remove build outputs and caches (keeps the environment)
 	rm -rf build .pytest_cache .ruff_cache __pycache__ tests/__pycache__ bench/__pycache__

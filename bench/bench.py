@@ -13,8 +13,9 @@ from torch.utils import benchmark
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import hw3_helpers  # noqa: E402
+from hw3tools.notebook import load_definitions  # noqa: E402
 
-hw = hw3_helpers.load_definitions()
+hw = load_definitions()
 rows = []
 
 
@@ -103,14 +104,14 @@ def generation_ratios():
 SLIDING_CHILD = """
 import sys, time, torch
 sys.path.insert(0, {root!r})
-import hw3_helpers
+from hw3tools.notebook import load_definitions
 
 
 def peak_kib():  # VmHWM: this process's peak resident memory (unlike ru_maxrss, not inherited from the parent)
     return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
 
 
-hw = hw3_helpers.load_definitions()
+hw = load_definitions()
 q, k, v = (torch.randn(1, 4, {seq_len}, 16) for _ in range(3))
 rope, weights = hw.RotaryPositionalEmbedding(16, max_seq_len={seq_len}), torch.ones(4)
 before = peak_kib()

@@ -7,13 +7,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import hw3_helpers  # noqa: E402
+from hw3tools.notebook import load_definitions  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def hw():
     """The notebook's imports, functions and classes (nothing trained, nothing run)."""
-    return hw3_helpers.load_definitions()
+    return load_definitions()
 
 
 @pytest.fixture(autouse=True)

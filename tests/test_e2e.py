@@ -7,7 +7,8 @@ import zipfile
 import nbformat
 import pytest
 
-import hw3_helpers as hw3
+from hw3tools import check as rubric
+from hw3tools import notebook as hw3
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +46,7 @@ def test_the_kv_cache_gives_the_same_tokens(run):
 
 def test_the_executed_notebook_passes_the_rubric(run):
     out = run["out"]
-    results = hw3.check(run["executed"], out / "build" / "metrics.json", out / "report.md")
+    results = rubric.check(run["executed"], out / "build" / "metrics.json", out / "report.md")
     assert [name for name, passed, _ in results if not passed] == []
 
 
@@ -80,7 +81,7 @@ def test_every_number_in_the_report_comes_from_the_run(run):
 def test_the_zip_holds_exactly_the_submission(run, tmp_path):
     out = run["out"]
     target = tmp_path / "hw3_submission.zip"
-    members = hw3.make_zip(run["executed"], out, target)
+    members = rubric.make_zip(run["executed"], out, target)
     nb = nbformat.read(run["executed"], as_version=4)
     images = set(hw3.linked_images("\n".join(c.source for c in nb.cells if c.cell_type == "markdown")))
     with zipfile.ZipFile(target) as archive:
@@ -132,7 +133,7 @@ def test_each_rubric_rule_catches_what_it_is_for(run, tmp_path, rule):
         (out / "report.md").write_text(hw3.report_text(nb))  # keep the exported report in step with the edit
     nbformat.write(nb, out / "build" / "homework3.ipynb")
     results = {name: passed for name, passed, _ in
-               hw3.check(out / "build" / "homework3.ipynb", out / "build" / "metrics.json", out / "report.md")}
+               rubric.check(out / "build" / "homework3.ipynb", out / "build" / "metrics.json", out / "report.md")}
     assert results.pop(rule) is False, f"{rule!r} did not fail"
     results.pop(ALSO_BROKEN.get(rule), None)
     assert all(results.values()), [name for name, passed in results.items() if not passed]

@@ -5,7 +5,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-import hw3_helpers as hw3
+from hw3tools import notebook as hw3
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = ROOT.parent / "shared" / "assignment" / "000_900078325203ea3f.txt"

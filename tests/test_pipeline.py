@@ -6,7 +6,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-import hw3_helpers as hw3
+import hw3_helpers
+from hw3tools import notebook as hw3
 
 
 def write_notebook(path: Path, *cells) -> Path:
@@ -70,12 +71,12 @@ def test_saved_figures_have_the_same_bytes_every_time(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    monkeypatch.setenv(hw3.OUTPUT_ENV, str(tmp_path))
+    monkeypatch.setenv(hw3_helpers.OUTPUT_ENV, str(tmp_path))
     contents = []
     for _ in range(2):
         fig, ax = plt.subplots()
         ax.plot([0, 1, 4])
-        contents.append(hw3.save_figure(fig, "same.png").read_bytes())
+        contents.append(hw3_helpers.save_figure(fig, "same.png").read_bytes())
         plt.close(fig)
     assert contents[0] == contents[1]
 

@@ -1,0 +1,195 @@
+"""The notebook as a file: its definitions as a module, the handed-out text, the headless run and the exports."""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import re
+import time
+import types
+from pathlib import Path
+
+import nbformat
+import torch
+
+from hw3_helpers import OUTPUT_ENV, write_atomically
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "homework3.ipynb"
+
+_DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)
+
+
+def load_definitions(notebook: Path = NOTEBOOK, device: str = "cpu") -> types.ModuleType:
+    """The notebook's imports, functions and classes as a module, without running anything else.
+
+    Top-level statements other than definitions (data generation, training, embedded test calls, plots) are
+    skipped, so loading takes well under a second. `DEVICE`, a global that the given code reads, is set.
+    """
+    nb = nbformat.read(notebook, as_version=4)
+    module = types.ModuleType("homework3")
+    module.DEVICE = torch.device(device)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        tree = ast.parse(source)
+        tree.body = [node for node in tree.body if isinstance(node, _DEFINITIONS)]
+        exec(compile(tree, f"{notebook.name}", "exec"), module.__dict__)
+    return module
+
+
+TODO_START = "### TODO: Your code starts here ###"
+TODO_END = "### TODO: Your code ends here ###"
+ADDED_TAG = "added"  # cell tag of everything that is ours rather than the assignment's
+EMBEDDED_TESTS = ("test_rope", "test_calculate_attention", "test_calculate_sliding_attention", "test_transformer",
+                  "test_nucleus")  # the test functions handed out inside the notebook
+
+
+def is_added(cell) -> bool:
+    return ADDED_TAG in cell.get("metadata", {}).get("tags", [])
+
+
+def strip_todo_bodies(source: str) -> str:
+    """The handed-out form of a code cell: whatever stands between the TODO markers removed."""
+    kept, inside = [], False
+    for line in source.splitlines():
+        if TODO_START in line:
+            inside = True
+        elif TODO_END in line:
+            inside = False
+        elif inside:
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def significant_lines(text: str) -> list[str]:
+    """Lines compared 'white space aside': stripped, blank ones dropped."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def handed_out_lines(nb) -> list[str]:
+    """The assignment as the notebook carries it: every cell that is not ours, TODO bodies removed."""
+    lines = []
+    for cell in nb.cells:
+        if is_added(cell):
+            continue
+        source = strip_todo_bodies(cell.source) if cell.cell_type == "code" else cell.source
+        lines += significant_lines(source)
+    return lines
+
+
+def fingerprint(lines: list[str]) -> str:
+
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+class RunFailed(RuntimeError):
+    """A cell of the notebook failed or timed out; the message names it."""
+
+
+def cell_title(cell) -> str:
+    """The first line that says what a cell does: markers, decorators and blank lines skipped."""
+    lines = [line.strip() for line in cell.source.splitlines() if line.strip()]
+    first = next((line for line in lines if not line.startswith(("#####", "#[do not modify]", "@"))),
+                 lines[0] if lines else "(empty)")
+    return first if len(first) <= 60 else first[:57] + "..."
+
+
+def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: int = 900, log=print) -> Path:
+    """Execute `source` top to bottom in a fresh kernel; write out_root/build/homework3.ipynb, HTML and report.
+
+    The source notebook is only read. On a failing or hung cell the partly executed notebook is kept as
+    build/homework3.failed.ipynb and RunFailed names the cell.
+    """
+    # Imported here, not at the top: the notebook imports this module, and only the runner needs nbclient.
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    source, out_root = Path(source).resolve(), Path(out_root).resolve()
+    build = out_root / "build"
+    build.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.read(source, as_version=4)
+    client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(source.parent)}})
+    code_cells = [(index, cell) for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+    cell_seconds = []
+    run_started = time.perf_counter()
+    previous = os.environ.get(OUTPUT_ENV)
+    os.environ[OUTPUT_ENV] = str(out_root)  # the kernel inherits it
+    try:
+        with client.setup_kernel():
+            for number, (index, cell) in enumerate(code_cells, start=1):
+                log(f"[{number}/{len(code_cells)}] {cell_title(cell)} ...", end=" ", flush=True)
+                started = time.perf_counter()
+                try:
+                    client.execute_cell(cell, index, execution_count=number)
+                except (CellExecutionError, CellTimeoutError, DeadKernelError) as error:
+                    log("FAILED")
+                    write_atomically(build / "homework3.failed.ipynb", nbformat.writes(nb))
+                    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()  # drop ANSI colours
+                    reason = lines[-1] if lines else type(error).__name__
+                    raise RunFailed(f"cell {number} ({cell_title(cell)!r}) failed: {reason}\n"
+                                    f"The partly executed notebook is in {build / 'homework3.failed.ipynb'}") from None
+                cell_seconds.append(time.perf_counter() - started)
+                log(f"{cell_seconds[-1]:.1f} s")
+    finally:
+        if previous is None:
+            os.environ.pop(OUTPUT_ENV, None)
+        else:
+            os.environ[OUTPUT_ENV] = previous
+    executed = build / "homework3.ipynb"
+    write_atomically(executed, nbformat.writes(nb))
+    (build / "homework3.failed.ipynb").unlink(missing_ok=True)
+    export_html(executed, build / "homework3.html", images_from=source.parent)
+    export_report(executed, out_root / "report.md")
+    write_atomically(build / "run_timings.json", json.dumps(
+        {"total_seconds": time.perf_counter() - run_started, "cell_seconds": cell_seconds}, indent=2) + "\n")
+    return executed
+
+
+def export_html(notebook: Path, target: Path, images_from: Path) -> None:
+    """nbconvert's HTML export with the figures the markdown links embedded, so it reads anywhere."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(embed_images=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4),
+                                          resources={"metadata": {"path": str(images_from)}})
+    write_atomically(target, body)
+
+
+REPORT_HEADING = "## Your report"
+
+
+def report_cells(nb) -> list:
+    """Our markdown cells after the assignment's `Your report` heading: the report itself."""
+    start = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
+                  and c.source.lstrip().startswith(REPORT_HEADING)), None)
+    if start is None:
+        raise ValueError(f"no markdown cell starts with {REPORT_HEADING!r}")
+    return [c for c in nb.cells[start + 1:] if c.cell_type == "markdown" and is_added(c)]
+
+
+def report_text(nb) -> str:
+    return "\n\n".join(cell.source.strip() for cell in report_cells(nb)) + "\n"
+
+
+def export_report(notebook: Path, target: Path) -> None:
+
+    write_atomically(target, report_text(nbformat.read(notebook, as_version=4)))
+
+
+def linked_images(markdown: str) -> list[str]:
+
+    return re.findall(r"!\[[^\]]*\]\(([^)\s]+)", markdown)
+
+
+def report_words(markdown: str) -> int:
+    """Words a reader reads: image links, markup and table rules left out."""
+
+    text = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", markdown)
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
+    return len(re.findall(r"[A-Za-z0-9][A-Za-z0-9.,%'’\-]*", text))
+

@@ -29,48 +29,62 @@ def seed_everything(seed: int) -> None:
 # Analysis: the Bayes-optimal predictor of the assignment's data
 # --------------------------------------------------------------------------------------------------------------
 
-def bayes_predictive(sequences: np.ndarray, vocab_size: int = 7, next_prob: float = 0.1,
-                     n_first: int = 2) -> np.ndarray:
-    """P(token t | tokens before t) under the exact generating process, for every token of every sequence.
+def bayes_filter(sequences: np.ndarray, vocab_size: int = 7, next_prob: float = 0.1,
+                 n_first: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """The exact posterior of the generating process, token by token: next-token predictions and coefficients.
 
     The process (`generate_recursive` + `SeqGen`): hidden initial values and coefficients, each uniform on
     0..vocab_size-1; each new token is last + 1 with probability `next_prob`, else the dot product of the last
     `n_first` values with the coefficients, mod vocab_size; the initial values are never emitted. The posterior
-    over all vocab_size^(2 n_first) hypotheses is updated token by token.
+    over all vocab_size^(2 n_first) hypotheses is updated token by token. A token that no hypothesis still in
+    play could emit (generated text can contain one) leaves the posterior unchanged.
 
     Args:
         sequences: int array [num_sequences, length], the emitted tokens (a data set's x and last y together).
 
     Returns:
-        float array [num_sequences, length, vocab_size]; row t is the prediction of token t from tokens < t.
+        predictive: float array [num_sequences, length, vocab_size]; row t is P(token t | tokens < t).
+        coefficients: float array [num_sequences, length + 1, vocab_size^n_first]; row t is P(coefficients |
+            tokens < t), the coefficient tuple (c_1, ..., c_n) at index sum c_i vocab_size^(n - i).
     """
     sequences = np.asarray(sequences)
     num_sequences, length = sequences.shape
+    num_coeffs = vocab_size ** n_first
     grid = np.stack(np.meshgrid(*[np.arange(vocab_size)] * (2 * n_first), indexing="ij"), -1).reshape(-1, 2 * n_first)
-    initial, coeffs = grid[:, :n_first], grid[:, n_first:]  # (H, n_first) each
-    num_hypotheses = len(grid)
+    initial, coeffs = grid[:, :n_first], grid[:, n_first:]  # (H, n_first) each; hypothesis = initial * V^n + coeffs
 
-    posterior = np.full((num_sequences, num_hypotheses), 1.0 / num_hypotheses)
-    state = np.broadcast_to(initial, (num_sequences, num_hypotheses, n_first))  # last n_first values, per hypothesis
+    posterior = np.full((num_sequences, len(grid)), 1.0 / len(grid))
+    state = np.broadcast_to(initial, (num_sequences, len(grid), n_first))  # last n_first values, per hypothesis
     predictive = np.empty((num_sequences, length, vocab_size))
-    for t in range(length):
+    coefficients = np.empty((num_sequences, length + 1, num_coeffs))
+    for t in range(length + 1):
         if t == n_first:
             # The hidden initial values have left the state, so from here on only the coefficients matter:
             # marginalise them out and carry on with vocab_size^n_first hypotheses instead of the square of it.
-            posterior = posterior.reshape(num_sequences, -1, vocab_size ** n_first).sum(1)
-            coeffs = coeffs[: vocab_size ** n_first]
-            state = state[:, : vocab_size ** n_first]
+            posterior = posterior.reshape(num_sequences, -1, num_coeffs).sum(1)
+            coeffs, state = coeffs[:num_coeffs], state[:, :num_coeffs]
+        coefficients[:, t] = posterior.reshape(num_sequences, -1, num_coeffs).sum(1)
+        if t == length:
+            break
         recurrence = np.einsum("nhk,hk->nh", state, coeffs) % vocab_size  # (N, H)
         plus_one = (state[..., -1] + 1) % vocab_size  # (N, H)
         for v in range(vocab_size):  # P(next = v) = sum over hypotheses of posterior * P(v | hypothesis)
             predictive[:, t, v] = (posterior * (next_prob * (plus_one == v)
                                                 + (1 - next_prob) * (recurrence == v))).sum(-1)
         observed = sequences[:, t, None]  # (N, 1)
-        posterior = posterior * (next_prob * (plus_one == observed) + (1 - next_prob) * (recurrence == observed))
-        posterior /= posterior.sum(-1, keepdims=True)
+        updated = posterior * (next_prob * (plus_one == observed) + (1 - next_prob) * (recurrence == observed))
+        evidence = updated.sum(-1, keepdims=True)  # P(observed token | tokens before it)
+        # A token that no remaining hypothesis can emit (a model's sample can be one) says nothing about the
+        # hypotheses: keep the posterior, as the limit of the process plus vanishing noise would.
+        posterior = np.where(evidence > 0, updated / np.where(evidence > 0, evidence, 1.0), posterior)
         state = np.concatenate([state[..., 1:], np.broadcast_to(observed[..., None], state[..., :1].shape)], -1)
-    return predictive
+    return predictive, coefficients
 
+
+def bayes_predictive(sequences: np.ndarray, vocab_size: int = 7, next_prob: float = 0.1,
+                     n_first: int = 2) -> np.ndarray:
+    """P(token t | tokens before t) for every token of every sequence: `bayes_filter`'s predictions alone."""
+    return bayes_filter(sequences, vocab_size, next_prob, n_first)[0]
 
 
 def rule_consistent(tokens: np.ndarray, coeffs: np.ndarray, vocab_size: int) -> np.ndarray:
@@ -105,6 +119,221 @@ def continuation_diversity(samples: np.ndarray) -> tuple[float, float]:
             freq = freq[freq > 0]
             entropies.append(-(freq * np.log2(freq)).sum())
     return float(distinct), float(np.mean(entropies))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Analysis: what the trained model computes
+# --------------------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def residual_stream(model: torch.nn.Module, tokens: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """The residual stream after the embedding and after each block, for every token.
+
+    Args:
+        model: the notebook's Transformer (its `embedding` and `layers`), on any device.
+        tokens: int tensor [num_sequences, seq_len], on any device.
+
+    Returns:
+        float tensor [n_layers + 1, num_sequences, seq_len, hidden_dim] on the CPU.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    captured = []
+    modules = [model.embedding, *model.layers]
+    hooks = [module.register_forward_hook(lambda _module, _args, out: captured.append(out)) for module in modules]
+    chunks = []
+    try:
+        for start in range(0, len(tokens), batch_size):
+            captured.clear()
+            model(tokens[start:start + batch_size].to(device))
+            chunks.append(torch.stack(captured).cpu())  # (n_layers + 1, batch, T, hidden)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return torch.cat(chunks, dim=1)
+
+
+@torch.no_grad()
+def attention_weights(model: torch.nn.Module, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """Each layer's attention weights, recomputed from the layer's input the way its formula defines them.
+
+    softmax over keys of (scale * w_h * rope(q_h)) . rope(k_g(h)), where head h reads KV head h // group, masked
+    causally, and to the window on sliding-window blocks (0 <= query - key <= window_size). Written apart from
+    the graded code (KV heads repeated, not grouped), so the tests can hold one against the other.
+
+    Returns:
+        per layer, float tensor [num_sequences, num_heads, seq_len, seq_len] on the CPU (rows sum to 1).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    inputs = []
+    hooks = [layer.attention.register_forward_hook(lambda _module, args, _out: inputs.append(args[0]))
+             for layer in model.layers]
+    try:
+        model(tokens.to(device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    maps = []
+    for layer, x in zip(model.layers, inputs, strict=True):
+        attention = layer.attention
+        batch, seq_len, _ = x.shape
+        num_heads, head_dim = attention.num_heads, attention.head_dim
+        num_kv_heads = getattr(attention, "num_kv_heads", num_heads)  # sliding-window blocks have one per head
+        q = attention.q_proj(x).view(batch, seq_len, num_heads, head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = attention.k_proj(x).view(batch, seq_len, num_kv_heads, head_dim).transpose(1, 2)  # (B, KV, T, D)
+        q, k = attention.rope(q), attention.rope(k).repeat_interleave(num_heads // num_kv_heads, dim=1)
+        scores = torch.einsum("bhqd,bhkd->bhqk", q, k) * (attention.scale * attention.key_weights).view(1, -1, 1, 1)
+        distance = (torch.arange(seq_len, device=x.device).view(-1, 1)
+                    - torch.arange(seq_len, device=x.device).view(1, -1))  # (T, T): query - key position
+        allowed = distance >= 0
+        if hasattr(attention, "window_size"):
+            allowed &= distance <= attention.window_size
+        maps.append(scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1).cpu())
+    return maps
+
+
+def offset_profile(weights: torch.Tensor) -> torch.Tensor:
+    """Mean attention weight by how far back the key is: [..., num_heads, T, T] -> [num_heads, T].
+
+    Entry (h, d) averages head h's weight on the key d positions before the query, over every query that has
+    such a key (positions d..T-1) and over all leading dimensions.
+    """
+    seq_len = weights.shape[-1]
+    heads = weights.reshape(-1, *weights.shape[-3:])  # (N, H, T, T)
+    return torch.stack([heads.diagonal(offset=-d, dim1=-2, dim2=-1).mean(dim=(0, -1)) for d in range(seq_len)], -1)
+
+
+def attention_by_offset(model: torch.nn.Module, tokens: torch.Tensor, batch_size: int = 250) -> np.ndarray:
+    """`offset_profile` of every layer over all `tokens`: float array [n_layers, num_heads, seq_len]."""
+    total = None
+    for start in range(0, len(tokens), batch_size):
+        batch = tokens[start:start + batch_size]
+        profiles = torch.stack([offset_profile(w) for w in attention_weights(model, batch)]) * len(batch)
+        total = profiles if total is None else total + profiles
+    return (total / len(tokens)).numpy()
+
+
+def ridge_probe(train_features: torch.Tensor, test_features: torch.Tensor, targets: dict,
+                ridge: float = 1e-3) -> dict[str, np.ndarray]:
+    """Linear probes, many at once: for each problem and target, least squares from the features (and a bias) to
+    one-hot labels with a ridge penalty, in closed form (float64, on the CPU); the predicted class is the largest
+    output. All targets share one solve, since least squares fits each output column on its own.
+
+    Args:
+        train_features: float [num_problems, num_train, dim]; test_features: [num_problems, num_test, dim].
+        targets: name -> (train_labels [num_train], test_labels [num_test], num_classes), labels in
+            0..num_classes-1 and shared by the problems.
+        ridge: the penalty, relative to the mean feature energy (so it does not depend on the features' scale).
+
+    Returns:
+        name -> float array [num_problems]: each probe's accuracy on the test set.
+    """
+    if not 0 < ridge < float("inf"):
+        raise ValueError(f"ridge must be a finite number > 0, got {ridge}")
+    for name, (train_labels, test_labels, num_classes) in targets.items():
+        for which, labels in (("train", train_labels), ("test", test_labels)):
+            if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+                raise ValueError(f"{which} labels of target {name!r} must lie in 0..{num_classes - 1} "
+                                 f"(num_classes={num_classes})")
+
+    def with_bias(features):  # float64 on the CPU, whatever device the features come from (MPS has no float64)
+        features = features.to("cpu", torch.float64)
+        return torch.cat([features, torch.ones_like(features[..., :1])], dim=-1)  # (P, N, dim + 1)
+
+    x, x_test = with_bias(train_features), with_bias(test_features)
+    one_hots = torch.cat([torch.nn.functional.one_hot(labels.cpu().long(), classes)
+                          for labels, _, classes in targets.values()], dim=-1).to(torch.float64)  # (N, sum C)
+    gram = x.transpose(1, 2) @ x  # (P, dim + 1, dim + 1)
+    identity = torch.eye(gram.shape[-1], dtype=torch.float64, device=gram.device)
+    penalty = ridge * gram.diagonal(dim1=1, dim2=2).mean(-1).view(-1, 1, 1) * identity
+    outputs = x_test @ torch.linalg.solve(gram + penalty, x.transpose(1, 2) @ one_hots)  # (P, N_test, sum C)
+    accuracy, start = {}, 0
+    for name, (_, test_labels, classes) in targets.items():
+        predicted = outputs[..., start:start + classes].argmax(-1)  # (P, N_test)
+        accuracy[name] = (predicted == test_labels.cpu().view(1, -1)).to(torch.float64).mean(-1).numpy()
+        start += classes
+    return accuracy
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The committed study (`make study`): reading and drawing it
+# --------------------------------------------------------------------------------------------------------------
+
+STUDY_SUMMARY = Path("study") / "summary.json"  # relative to the notebook's folder
+
+
+def load_study(path: Path = STUDY_SUMMARY) -> dict | None:
+    """The study's summary ({"configs": [...]}, see hw3tools/study.py), or None with a note where it is missing."""
+    path = Path(path)
+    if not path.exists():
+        print(f"{path} is not here: this section draws the committed results of `make study` "
+              f"(in the repository and the submission zip); it is skipped.")
+        return None
+    return json.loads(path.read_text())
+
+
+def study_configs(summary: dict, group: str) -> list[dict]:
+    return [config for config in summary["configs"] if config["group"] == group]
+
+
+def format_spread(stat: dict, digits: int = 3) -> str:
+    """'0.851 ± 0.002 (n=3)': mean and sample standard deviation over the seeds."""
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f} (n={len(stat['per_seed'])})"
+
+
+def plot_study_variants(summary: dict):
+    """Test accuracy and gap to the ceiling of each variant: every seed a dot, mean ± standard deviation a bar."""
+    import matplotlib.pyplot as plt
+
+    variants = study_configs(summary, "variants")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.6 * len(variants) + 1.8), sharey=True)
+    for ax, key, label in ((axes[0], "test_accuracy", "Test accuracy"),
+                           (axes[1], "gap_to_ceiling", "Gap to the Bayes ceiling (same test set)")):
+        for row, config in enumerate(variants):
+            stat = config[key]
+            ax.errorbar(stat["mean"], row, xerr=stat["std"], fmt="s", color="black", capsize=4, zorder=3)
+            ax.plot(stat["per_seed"], [row] * len(stat["per_seed"]), "o", alpha=0.5, color="tab:blue")
+        ax.set(xlabel=label)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_yticks(range(len(variants)), [c["name"] for c in variants])
+    axes[0].invert_yaxis()
+    fig.suptitle(f"Variants at the prescribed budget ({variants[0]['epochs']} epochs, "
+                 f"{variants[0]['train_sequences']} sequences): seeds as dots, mean ± s.d. as bars")
+    fig.tight_layout()
+    return fig
+
+
+def study_figures(summary: dict) -> dict:
+    """The study's figures by file name: the variants, and the levers once the study has run any."""
+    figures = {"study_variants.png": plot_study_variants(summary)}
+    if any(study_configs(summary, lever) for lever in ("epochs", "capacity", "data")):
+        figures["study_levers.png"] = plot_study_levers(summary)
+    return figures
+
+
+def plot_study_levers(summary: dict):
+    """Test accuracy against training steps for each lever (epochs, capacity, data), the ceiling drawn in."""
+    import matplotlib.pyplot as plt
+
+    baseline = next(c for c in study_configs(summary, "variants") if c["name"] == "dense (prescribed)")
+    ceiling = np.mean([c["bayes_accuracy"]["mean"] for c in summary["configs"]])
+    levers = [group for group in ("epochs", "capacity", "data") if study_configs(summary, group)]
+    fig, axes = plt.subplots(1, len(levers), figsize=(5 * len(levers), 4.2), sharey=True, squeeze=False)
+    for ax, lever in zip(axes[0], levers, strict=True):
+        for config in [baseline, *study_configs(summary, lever)]:
+            steps = config["steps_per_epoch"] * np.arange(1, config["epochs"] + 1)
+            mean, std = np.array(config["epoch_test_accuracy_mean"]), np.array(config["epoch_test_accuracy_std"])
+            label = f"{config['name']}: {config['test_accuracy']['mean']:.3f} ± {config['test_accuracy']['std']:.3f}"
+            line, = ax.plot(steps, mean, "o-", ms=2.5, label=label)
+            ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.axhline(ceiling, ls="--", color="black", label=f"Bayes ceiling {ceiling:.3f}")
+        ax.set(title=f"lever: {lever}", xlabel="Training steps (batches of 128)", xscale="log", ylim=(0.6, 0.9))
+        ax.grid(True, alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="lower right")
+    axes[0][0].set_ylabel("Test accuracy after each epoch (mean ± s.d. over seeds)")
+    fig.tight_layout()
+    return fig
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -1,12 +1,28 @@
-"""make's entry point: python -m hw3tools run | check | zip | study."""
+"""make's entry point: python -m hw3tools run | check | zip | report | record | tolerances | study."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 from pathlib import Path
 
+import nbformat
+
+from hw3_helpers import write_atomically
+from hw3tools import report
 from hw3tools.check import check, make_zip
-from hw3tools.notebook import NOTEBOOK, ROOT, RunFailed, run_notebook
+from hw3tools.notebook import NOTEBOOK, ROOT, RunFailed, export_html, export_report, run_notebook
+
+COMMANDS = {
+    "run": "execute the notebook headless; its report is rendered from this run's metrics",
+    "check": "the grading rubric, rule by rule, for the last run",
+    "zip": "check, then the Moodle archive",
+    "report": "render the last run's report from its metrics again (after a run made another way, or an edit)",
+    "record": "developers: make the last run the record that the committed notebook's report quotes",
+    "tolerances": "developers: measure how far runs on other thread counts fall from the record",
+    "study": "the multi-seed study of variants and levers (resumes where it stopped)",
+}
 
 
 def study_command(jobs: int | None) -> int:
@@ -21,24 +37,79 @@ def study_command(jobs: int | None) -> int:
         print(f"error: --jobs must be >= 1, got {jobs}")
         return 1
     summary = run_study(plan(), STUDY_DIR, jobs=jobs, device=device)
-    print(f"wrote {STUDY_DIR / 'summary.json'} ({len(summary['configs'])} configurations)")
+    print(f"wrote {STUDY_DIR / 'summary.json'} ({len(summary['configs'])} configurations) and "
+          f"{', '.join(str(p) for p in report_study_figures(summary))}")
+    return 0
+
+
+def report_study_figures(summary: dict) -> list[Path]:
+    """The study's figures, as the notebook draws them, into figures/."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import hw3_helpers
+
+    return [hw3_helpers.save_figure(fig, name) for name, fig in hw3_helpers.study_figures(summary).items()]
+
+
+def rerender(out: Path) -> Path:
+    """The executed notebook's report cells rendered from its run's metrics; HTML and report.md exported again."""
+    build = out / "build"
+    executed = build / "homework3.ipynb"
+    nb = nbformat.read(executed, as_version=4)
+    report.set_report(nb, report.render(report.TEMPLATE.read_text(), report.load_json(build / "metrics.json")))
+    write_atomically(executed, nbformat.writes(nb))
+    export_html(executed, build / "homework3.html", images_from=out)
+    export_report(executed, out / "report.md")
+    return executed
+
+
+def record_command(out: Path) -> int:
+    """build/metrics.json becomes report/record.json; the source notebook's report is rendered from it."""
+    metrics = out / "build" / "metrics.json"
+    shutil.copyfile(metrics, report.RECORD)
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    report.set_report(nb, report.render(report.TEMPLATE.read_text(), report.load_json(report.RECORD)))
+    nbformat.write(nb, NOTEBOOK)
+    print(f"recorded {metrics} as {report.RECORD}; {NOTEBOOK.name}'s report is rendered from it")
+    return 0
+
+
+def tolerances_command(out: Path, thread_counts: list[int]) -> int:
+    """Run the notebook once per thread count and write each family's largest difference from the record."""
+    spec = report.load_json(report.TOLERANCES)
+    record = report.load_json(report.RECORD)
+    for threads in thread_counts:
+        target = out / "build" / "tolerance-runs" / f"threads-{threads}"
+        print(f"--- run with {threads} threads into {target}")
+        run_notebook(NOTEBOOK, target, env={"HW3_NUM_THREADS": str(threads)})
+        measured = report.deviations(report.load_json(target / "build" / "metrics.json"), record, spec["families"])
+        for family, (difference, path) in measured.items():
+            spec["families"][family].setdefault("measured", {})[f"threads={threads}"] = {"difference": difference,
+                                                                                        "largest_at": path}
+    for family in spec["families"].values():
+        seen = [m["difference"] for m in family.get("measured", {}).values()]
+        seen += list(family.get("reported", {}).values())
+        family["tolerance"] = float(f"{max([family['floor']] + [spec['margin'] * d for d in seen]):.2g}")
+    write_atomically(report.TOLERANCES, json.dumps(spec, indent=1) + "\n")
+    print(f"wrote {report.TOLERANCES}")
     return 0
 
 
 def main(argv=None) -> int:
-
     parser = argparse.ArgumentParser(prog="python -m hw3tools", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["run", "check", "zip", "study"])
+    parser.add_argument("command", choices=COMMANDS, help="; ".join(f"{k}: {v}" for k, v in COMMANDS.items()))
     parser.add_argument("--out", type=Path, default=ROOT, help="folder for build/, figures/ and report.md")
     parser.add_argument("--jobs", type=int, default=None, help="study: runs in parallel (default: 2 on a CPU "
                         "with at least 2 cores, else 1; 1 on a GPU)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 4], help="tolerances: thread counts to run")
     args = parser.parse_args(argv)
     build = args.out / "build"
     if args.command == "study":
         return study_command(args.jobs)
     if args.command == "run":
         try:
-            executed = run_notebook(NOTEBOOK, args.out)
+            executed = run_notebook(NOTEBOOK, args.out, report_template=report.TEMPLATE)
         except RunFailed as failure:
             print(f"error: {failure}")
             return 1
@@ -48,6 +119,13 @@ def main(argv=None) -> int:
     if not executed.exists():
         print(f"error: {executed} does not exist; run `make run` first")
         return 1
+    if args.command == "report":
+        print(f"rendered the report of {rerender(args.out)} from {build / 'metrics.json'}")
+        return 0
+    if args.command == "record":
+        return record_command(args.out)
+    if args.command == "tolerances":
+        return tolerances_command(args.out, args.threads)
     results = check(executed, build / "metrics.json", args.out / "report.md")
     for name, passed, detail in results:
         print(f"{'PASS' if passed else 'FAIL'}  {name}" + (f"  ({detail})" if detail else ""))

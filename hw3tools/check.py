@@ -16,6 +16,7 @@ from hw3tools.notebook import (
     report_text,
     report_words,
 )
+from hw3tools.report import CLAIMS, FIELD, TEMPLATE, broken_claims, contradictions
 
 REPORT_ELEMENTS = {  # required element -> words that show it is there
     "cross-entropy sentence": ("cross-entropy", "cross entropy", "cross_entropy"),
@@ -26,7 +27,8 @@ REPORT_ELEMENTS = {  # required element -> words that show it is there
 }
 
 
-def check(executed: Path, metrics_path: Path, report_path: Path, min_accuracy: float = 0.80) -> list[tuple]:
+def check(executed: Path, metrics_path: Path, report_path: Path, min_accuracy: float = 0.80,
+          template: Path = TEMPLATE) -> list[tuple]:
     """The rubric, rule by rule, for an executed notebook: a list of (rule, passed, detail)."""
 
 
@@ -60,6 +62,13 @@ def check(executed: Path, metrics_path: Path, report_path: Path, min_accuracy: f
     rule("report has 300-600 words", 300 <= words <= 600, f"{words} words")
     missing = [name for name, keys in REPORT_ELEMENTS.items() if not any(k in report.lower() for k in keys)]
     rule("report has its five required elements", not missing, f"missing: {missing}" if missing else "")
+    problems = contradictions(report, Path(template).read_text(), metrics) if metrics else ["no metrics"]
+    rule("every number in the report is this run's", not problems,
+         "\n      ".join(problems + ["`make report` renders the report from this run's metrics"]) if problems else
+         f"{len(FIELD.findall(Path(template).read_text()))} numbers")
+    broken = broken_claims(metrics) if metrics else ["no metrics"]
+    rule("every claim of the report holds for this run", not broken, "\n      ".join(broken) if broken else
+         f"{len(CLAIMS)} claims")
     exported = Path(report_path).read_text() if Path(report_path).exists() else None
     rule("report.md is the exported report", exported == report)
     images = linked_images("\n".join(c.source for c in nb.cells if c.cell_type == "markdown"))
@@ -70,13 +79,14 @@ def check(executed: Path, metrics_path: Path, report_path: Path, min_accuracy: f
 
 
 def make_zip(executed: Path, out_root: Path, target: Path) -> list[str]:
-    """The Moodle archive: executed notebook, companion module, report and the figures the notebook links."""
+    """The Moodle archive: executed notebook, companion module, report, the committed study the notebook draws,
+    and the figures the notebook links."""
 
 
     nb = nbformat.read(executed, as_version=4)
     images = sorted(set(linked_images("\n".join(c.source for c in nb.cells if c.cell_type == "markdown"))))
     members = {"homework3.ipynb": Path(executed), "hw3_helpers.py": ROOT / "hw3_helpers.py",
-               "report.md": out_root / "report.md"}
+               "report.md": out_root / "report.md", "study/summary.json": ROOT / "study" / "summary.json"}
     members.update({image: out_root / image for image in images})
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".zip.tmp")

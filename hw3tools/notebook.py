@@ -98,13 +98,15 @@ def cell_title(cell) -> str:
     return first if len(first) <= 60 else first[:57] + "..."
 
 
-def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: int = 900, log=print) -> Path:
+def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: int = 900, log=print,
+                 env: dict[str, str] | None = None, report_template: Path | None = None) -> Path:
     """Execute `source` top to bottom in a fresh kernel; write out_root/build/homework3.ipynb, HTML and report.
 
-    The source notebook is only read. On a failing or hung cell the partly executed notebook is kept as
-    build/homework3.failed.ipynb and RunFailed names the cell.
+    The source notebook is only read. `env` adds environment variables for the kernel, such as HW3_DEVICE or
+    HW3_NUM_THREADS (the kernel also inherits this process's). With `report_template`, the executed notebook's
+    report cells are rendered from the metrics this run wrote, so its report quotes its own numbers. On a failing
+    or hung cell the partly executed notebook is kept as build/homework3.failed.ipynb and RunFailed names the cell.
     """
-    # Imported here, not at the top: the notebook imports this module, and only the runner needs nbclient.
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
@@ -117,8 +119,9 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
     code_cells = [(index, cell) for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
     cell_seconds = []
     run_started = time.perf_counter()
-    previous = os.environ.get(OUTPUT_ENV)
-    os.environ[OUTPUT_ENV] = str(out_root)  # the kernel inherits it
+    kernel_env = {**(env or {}), OUTPUT_ENV: str(out_root)}
+    previous = {name: os.environ.get(name) for name in kernel_env}
+    os.environ.update(kernel_env)  # the kernel inherits them
     try:
         with client.setup_kernel():
             for number, (index, cell) in enumerate(code_cells, start=1):
@@ -136,10 +139,15 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
                 cell_seconds.append(time.perf_counter() - started)
                 log(f"{cell_seconds[-1]:.1f} s")
     finally:
-        if previous is None:
-            os.environ.pop(OUTPUT_ENV, None)
-        else:
-            os.environ[OUTPUT_ENV] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    if report_template is not None:
+        from hw3tools.report import load_json, render, set_report
+
+        set_report(nb, render(Path(report_template).read_text(), load_json(build / "metrics.json")))
     executed = build / "homework3.ipynb"
     write_atomically(executed, nbformat.writes(nb))
     (build / "homework3.failed.ipynb").unlink(missing_ok=True)

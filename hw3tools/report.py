@@ -1,0 +1,215 @@
+"""The report as a template over a run's metrics: render it, check it against a run, hold a run to the record.
+
+report/template.md is the report with each measured number written as a named field, `{accuracy:.3f}`; VALUES
+says which metric each name reads. The notebook's report cells are the template rendered from the metrics of one
+run, report/record.json (committed), and a test holds them to it exactly. A run elsewhere gives slightly different
+numbers (another CPU, thread count, torch or device changes the last bits, and 632 training steps carry that into
+the third decimal): `make run` renders the executed notebook's report from that run's own metrics, `make check`
+names every number of a report that its run contradicts, and every sentence in CLAIMS whose claim the run does
+not bear out. A fresh run is held to the record within the tolerances of report/tolerances.json, which
+`python -m hw3tools tolerances` measures.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hw3tools.notebook import ROOT, is_added, report_cells
+
+REPORT_DIR = ROOT / "report"
+TEMPLATE = REPORT_DIR / "template.md"
+RECORD = REPORT_DIR / "record.json"
+TOLERANCES = REPORT_DIR / "tolerances.json"
+CELL_BREAK = "\n<!-- next cell -->\n"
+FIELD = re.compile(r"\{([a-z][a-z0-9_]*)(?::([^{}]*))?\}")
+NUMBER = r"[-+]?\d[\d,]*(?:\.\d+)?%?"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What each field reads
+# --------------------------------------------------------------------------------------------------------------
+
+def sampling(setting: str, key: str) -> Callable[[dict], float]:
+    return lambda m: next(row for row in m["sampling_study"] if row["setting"] == setting)[key]
+
+
+def study(group: str, name: str, key: str, stat: str = "mean") -> Callable[[dict], float]:
+    return lambda m: next(c for c in m["study"] if c["group"] == group and c["name"] == name)[key][stat]
+
+
+def first_position(curve: list[float], level: float) -> int:
+    return next((p for p, value in enumerate(curve) if value >= level), -1)
+
+
+VALUES: dict[str, tuple[str, Callable[[dict], float]]] = {  # field -> (the metric, in words; how to read it)
+    "accuracy": ("final_test_accuracy", lambda m: m["final_test_accuracy"]),
+    "ceiling": ("bayes_optimal_accuracy", lambda m: m["bayes_optimal_accuracy"]),
+    "gap": ("bayes_optimal_accuracy - final_test_accuracy",
+            lambda m: m["bayes_optimal_accuracy"] - m["final_test_accuracy"]),
+    **{f"greedy_{key}": (f"sampling_study[greedy].{metric}", sampling("greedy", metric))
+       for key, metric in (("rule", "rule_consistent"), ("bayes", "bayes_agreement"),
+                           ("distinct", "distinct_continuations"))},
+    **{f"t{t.replace('.', '')}_p{p.replace('.', '')}_{key}": (f"sampling_study[t={t}, top_p={p}].{metric}",
+                                                             sampling(f"t={t}, top_p={p}", metric))
+       for t in ("0.5", "1.0", "1.5", "2.0") for p in ("0.5", "0.9", "1.0")
+       for key, metric in (("rule", "rule_consistent"), ("bayes", "bayes_agreement"),
+                           ("distinct", "distinct_continuations"))},
+    **{f"model_pos{p}": (f"per_position_accuracy[{p}]", lambda m, p=p: m["per_position_accuracy"][p])
+       for p in range(64)},
+    **{f"ceiling_pos{p}": (f"bayes_per_position_accuracy[{p}]", lambda m, p=p: m["bayes_per_position_accuracy"][p])
+       for p in range(64)},
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A sentence of the report whose truth depends on the run, and the test of it on the run's metrics."""
+
+    text: str  # as it stands in the template (white space aside)
+    holds: Callable[[dict], bool]
+    contradicted_by: Callable[[dict], dict]  # metrics of a run that would break it: the tests show it can fail
+
+
+CLAIMS: list[Claim] = []
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Render and check
+# --------------------------------------------------------------------------------------------------------------
+
+def field_values(template: str, metrics: dict) -> dict[str, str]:
+    """Each field of the template formatted from the metrics; a field VALUES does not know is an error."""
+    values = {}
+    for name, spec in FIELD.findall(template):
+        if name not in VALUES:
+            raise KeyError(f"the report template uses {{{name}}}, which VALUES in hw3tools/report.py does not define")
+        try:
+            value = VALUES[name][1](metrics)
+        except (KeyError, IndexError, TypeError, StopIteration) as missing:
+            raise KeyError(f"the metrics have no {VALUES[name][0]} for {{{name}}} ({missing!r})") from None
+        values[name] = format(value, spec)
+    return values
+
+
+def render(template: str, metrics: dict) -> list[str]:
+    """The report cells: the template's fields filled in from the metrics."""
+    values = field_values(template, metrics)
+    return FIELD.sub(lambda match: values[match.group(1)], template).strip().split(CELL_BREAK.strip())
+
+
+def _cells_text(cells: list[str]) -> str:
+    return "\n\n".join(cell.strip() for cell in cells)
+
+
+def contradictions(report: str, template: str, metrics: dict) -> list[str]:
+    """Every number of `report` that the run behind `metrics` contradicts, named with its metric.
+
+    The report must be the template with numbers in its fields; where its wording was changed by hand, that is
+    named instead (the first line that differs).
+    """
+    chunks = FIELD.split(template.replace(CELL_BREAK, "\n\n").strip())  # literal, name, spec, literal, ...
+    pattern = "".join(re.escape(chunk) if i % 3 == 0 else f"({NUMBER})" if i % 3 == 1 else ""
+                      for i, chunk in enumerate(chunks))
+    match = re.fullmatch(_loose_space(pattern), report.strip())
+    if match is None:
+        expected = _cells_text(render(template, metrics)).splitlines()
+        actual = report.strip().splitlines()
+        mask = lambda line: re.sub(NUMBER, "#", line.strip())  # noqa: E731
+        line = next((i for i, (a, b) in enumerate(zip(actual, expected, strict=False)) if mask(a) != mask(b)),
+                    min(len(actual), len(expected)))
+        shown = actual[line] if line < len(actual) else "(the report ends here)"
+        return [f"the report's wording differs from report/template.md at line {line + 1}: {shown.strip()!r}"]
+    values = field_values(template, metrics)
+    names = chunks[1::3]
+    return [f"the report quotes {quoted} for {VALUES[name][0]} ({{{name}}}); this run gives {values[name]}"
+            for name, quoted in zip(names, match.groups(), strict=True) if quoted != values[name]]
+
+
+def _loose_space(pattern: str) -> str:
+    """Any run of white space in the template matches any run in the report (cells are joined by blank lines)."""
+    return re.sub(r"(\\ |\\\n|\\\t)+", r"\\s+", pattern)
+
+
+def broken_claims(metrics: dict) -> list[str]:
+    return [f"the report claims {claim.text!r}, which this run does not bear out" for claim in CLAIMS
+            if not claim.holds(metrics)]
+
+
+def set_report(nb, cells: list[str]) -> None:
+    """Replace the notebook's report cells (ours, after the `Your report` heading) with `cells`."""
+    import nbformat
+
+    old = report_cells(nb)
+    if not old:
+        raise ValueError("the notebook has no report cells to replace")
+    first = nb.cells.index(old[0])
+    nb.cells = [c for c in nb.cells if not any(c is o for o in old)]
+    for offset, source in enumerate(cells):
+        cell = nbformat.v4.new_markdown_cell(source)
+        cell.metadata["tags"] = ["added"]
+        cell["id"] = old[offset]["id"] if offset < len(old) else f"report-{offset}"
+        nb.cells.insert(first + offset, cell)
+    assert all(is_added(c) for c in report_cells(nb))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A run against the record
+# --------------------------------------------------------------------------------------------------------------
+
+def flatten(value, path: str = "") -> dict[str, float]:
+    """Numeric leaves by path: `sampling_study[t=1.0, top_p=0.9].bayes_agreement`, `per_position_accuracy[3]`."""
+    if isinstance(value, bool):
+        return {path: float(value)}
+    if isinstance(value, (int, float)):
+        return {path: float(value)}
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in flatten(item, f"{path}.{key}" if path else key).items()}
+    if isinstance(value, list):
+        out = {}
+        for index, item in enumerate(value):
+            label = item.get("setting") or (f"{item['group']}: {item['name']}" if "group" in item else index) \
+                if isinstance(item, dict) else index
+            out.update(flatten(item, f"{path}[{label}]"))
+        return out
+    return {}
+
+
+IGNORED = re.compile(r"seconds|speedup|torch_version|^kv_cache\.lengths")  # timings are not results
+
+
+def family_of(path: str, families: dict) -> str | None:
+    return next((name for name, spec in families.items() if re.search(spec["paths"], path)), None)
+
+
+def deviations(metrics: dict, record: dict, families: dict) -> dict[str, tuple[float, str]]:
+    """Per family, the largest absolute difference between a run and the record, and where it is."""
+    run, recorded = flatten(metrics), flatten(record)
+    paths = {p for p in recorded | run if not IGNORED.search(p)}
+    largest: dict[str, tuple[float, str]] = {}
+    for path in sorted(paths):
+        family = family_of(path, families)
+        if family is None:
+            raise KeyError(f"no tolerance family covers the metric {path}; add one in report/tolerances.json")
+        if path not in run or path not in recorded:
+            difference = math.inf
+        else:
+            difference = abs(run[path] - recorded[path])
+        if difference > largest.get(family, (-1.0, ""))[0]:
+            largest[family] = (difference, path)
+    return largest
+
+
+def outside_tolerance(metrics: dict, record: dict, tolerances: dict) -> list[str]:
+    families = tolerances["families"]
+    return [f"{family}: {path} differs from the record by {difference:.3g}, more than its tolerance "
+            f"{families[family]['tolerance']:g}"
+            for family, (difference, path) in deviations(metrics, record, families).items()
+            if difference > families[family]["tolerance"]]
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

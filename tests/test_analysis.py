@@ -1,0 +1,186 @@
+"""The companion module's analysis: the Bayes filter, the residual stream, attention by offset and the probe."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import hw3_helpers as hw3
+
+
+def brute_force_bayes(sequence, vocab_size, next_prob, n_first):
+    """Every hypothesis's likelihood by stepping its generator along the sequence, then Bayes' rule."""
+    hypotheses = list(itertools.product(range(vocab_size), repeat=2 * n_first))
+    predictive = np.zeros((len(sequence), vocab_size))
+    coefficients = np.zeros((len(sequence) + 1, vocab_size ** n_first))
+    for hypothesis in hypotheses:
+        state, coeffs = list(hypothesis[:n_first]), np.array(hypothesis[n_first:])
+        coeff_index = int(np.dot(coeffs, vocab_size ** np.arange(n_first)[::-1]))
+        likelihood = 1.0
+        for t, token in enumerate(list(sequence) + [None]):
+            coefficients[t, coeff_index] += likelihood
+            if token is None:
+                break
+            recurrence, plus_one = int(np.dot(state, coeffs)) % vocab_size, (state[-1] + 1) % vocab_size
+            for v in range(vocab_size):
+                predictive[t, v] += likelihood * (next_prob * (v == plus_one) + (1 - next_prob) * (v == recurrence))
+            likelihood *= next_prob * (token == plus_one) + (1 - next_prob) * (token == recurrence)
+            state = state[1:] + [token]
+    return (predictive / predictive.sum(-1, keepdims=True),
+            coefficients / coefficients.sum(-1, keepdims=True))
+
+
+def sample_process(rng, num, length, vocab_size, next_prob, n_first):
+    """Sequences drawn as generate_recursive + SeqGen draw them."""
+    sequences = []
+    for _ in range(num):
+        state, coeffs, tokens = list(rng.integers(0, vocab_size, n_first)), rng.integers(0, vocab_size, n_first), []
+        for _ in range(length):
+            new = (state[-1] + 1) % vocab_size if rng.random() < next_prob else int(np.dot(state, coeffs)) % vocab_size
+            tokens.append(new)
+            state = state[1:] + [new]
+        sequences.append(tokens)
+    return np.array(sequences)
+
+
+@pytest.mark.parametrize("vocab_size,next_prob,n_first", [(3, 0.2, 2), (4, 0.1, 2), (5, 0.3, 1)])
+def test_bayes_filter_matches_brute_force_enumeration(vocab_size, next_prob, n_first):
+    sequences = sample_process(np.random.default_rng(0), 6, 7, vocab_size, next_prob, n_first)
+    predictive, coefficients = hw3.bayes_filter(sequences, vocab_size, next_prob, n_first)
+    for row, sequence in enumerate(sequences):
+        expected_predictive, expected_coefficients = brute_force_bayes(sequence, vocab_size, next_prob, n_first)
+        np.testing.assert_allclose(predictive[row], expected_predictive, atol=1e-12)
+        np.testing.assert_allclose(coefficients[row], expected_coefficients, atol=1e-12)
+    np.testing.assert_array_equal(hw3.bayes_predictive(sequences, vocab_size, next_prob, n_first), predictive)
+
+
+def test_a_token_the_process_cannot_emit_leaves_the_posterior_as_it_was():
+    """Model samples can break the rule; the filter then learns nothing from that token, and never gives NaN."""
+    vocab_size, next_prob = 4, 0.1
+    sequence = sample_process(np.random.default_rng(2), 1, 12, vocab_size, next_prob, 2)[0]
+    _, coefficients = hw3.bayes_filter(sequence[None], vocab_size, next_prob, 2)
+    possible = [t for t in range(2, 12) if coefficients[0, t].max() > 0.99][:1]
+    assert possible, "the test sequence never pinned its coefficients down"
+    t = possible[0]
+    predictive, _ = hw3.bayes_filter(sequence[None], vocab_size, next_prob, 2)
+    impossible = next(v for v in range(vocab_size) if predictive[0, t, v] == 0)
+    broken = sequence.copy()
+    broken[t] = impossible
+    broken_predictive, broken_coefficients = hw3.bayes_filter(broken[None], vocab_size, next_prob, 2)
+    assert np.isfinite(broken_predictive).all() and np.isfinite(broken_coefficients).all()
+    np.testing.assert_array_equal(broken_coefficients[0, t + 1], broken_coefficients[0, t])
+
+
+def test_the_coefficient_posterior_finds_the_true_pair_of_a_long_sequence():
+    rng = np.random.default_rng(1)
+    coeffs, state, tokens = np.array([3, 5]), [2, 6], []
+    for _ in range(64):
+        new = (state[-1] + 1) % 7 if rng.random() < 0.1 else int(np.dot(state, coeffs)) % 7
+        tokens.append(new)
+        state = state[1:] + [new]
+    _, coefficients = hw3.bayes_filter(np.array([tokens]), 7, 0.1, 2)
+    assert coefficients[0, 0] == pytest.approx(np.full(49, 1 / 49))  # nothing seen: uniform
+    assert coefficients[0, -1].argmax() == 3 * 7 + 5 and coefficients[0, -1].max() > 0.99
+
+
+def small_model(hw, **options):
+    return hw.Transformer(vocab_size=7, n_layers=2, hidden_dim=16, ff_dim=24, num_heads=4, head_dim=4,
+                          **options).eval()
+
+
+def test_residual_stream_ends_where_the_output_projection_starts(hw):
+    model = small_model(hw)
+    tokens = torch.randint(0, 7, (5, 9))
+    stream = hw3.residual_stream(model, tokens, batch_size=2)
+    assert stream.shape == (3, 5, 9, 16)
+    torch.testing.assert_close(stream[0], model.embedding(tokens))
+    torch.testing.assert_close(model.output_proj(model.final_norm(stream[-1])), model(tokens))
+
+
+@pytest.mark.parametrize("options", [{"num_kv_heads": 2}, {"use_sliding_window_alternating": True, "window_size": 2},
+                                     {}])
+def test_attention_weights_reproduce_the_graded_attention(hw, options):
+    """weights . V (KV heads repeated) through o_proj is exactly what each attention layer outputs."""
+    model = small_model(hw, **options)
+    tokens = torch.randint(0, 7, (3, 10))
+    maps = hw3.attention_weights(model, tokens)
+    h = model.embedding(tokens)
+    for layer, weights in zip(model.layers, maps, strict=True):
+        attention, x = layer.attention, layer.attention_norm(h)
+        num_kv_heads = getattr(attention, "num_kv_heads", attention.num_heads)
+        v = attention.v_proj(x).view(3, 10, num_kv_heads, 4).transpose(1, 2)
+        heads = weights @ v.repeat_interleave(attention.num_heads // num_kv_heads, dim=1)  # (B, H, T, D)
+        torch.testing.assert_close(attention.o_proj(heads.transpose(1, 2).reshape(3, 10, 16)), attention(x))
+        assert torch.allclose(weights.sum(-1), torch.ones(3, 4, 10))
+        h = layer(h)
+
+
+def test_sliding_window_weights_vanish_outside_the_band(hw):
+    model = small_model(hw, use_sliding_window_alternating=True, window_size=2)
+    full, sliding = hw3.attention_weights(model, torch.randint(0, 7, (2, 8)))
+    query, key = torch.arange(8).view(-1, 1), torch.arange(8).view(1, -1)
+    assert (full[..., key > query] == 0).all() and (full[..., key <= query] > 0).all()
+    band = (key <= query) & (query - key <= 2)
+    assert (sliding[..., ~band] == 0).all() and (sliding[..., band] > 0).all()
+
+
+def test_offset_profile_agrees_with_a_plain_loop():
+    weights = torch.rand(3, 2, 6, 6)
+    profile = hw3.offset_profile(weights)
+    for head, offset in itertools.product(range(2), range(6)):
+        values = [weights[n, head, query, query - offset] for n in range(3) for query in range(offset, 6)]
+        assert profile[head, offset] == pytest.approx(float(sum(values) / len(values)), rel=1e-5)
+
+
+def test_attention_by_offset_averages_batches_by_their_size(hw):
+    model = small_model(hw)
+    tokens = torch.randint(0, 7, (7, 6))
+    whole = torch.stack([hw3.offset_profile(w) for w in hw3.attention_weights(model, tokens)]).numpy()
+    np.testing.assert_allclose(hw3.attention_by_offset(model, tokens, batch_size=3), whole, rtol=1e-5, atol=1e-7)
+
+
+def test_the_probe_recovers_a_planted_linear_feature():
+    generator = torch.Generator().manual_seed(0)
+    class_means = 6 * torch.nn.functional.normalize(torch.randn(4, 8, generator=generator), dim=-1)
+
+    def planted(num):
+        """Problem 0: the class moves the features along its own direction; problem 1: noise alone."""
+        labels = torch.randint(0, 4, (num,), generator=generator)
+        features = torch.randn(2, num, 8, generator=generator)
+        features[0] += class_means[labels]
+        return features, labels
+
+    (train_x, train_y), (test_x, test_y) = planted(3000), planted(1000)
+    accuracy = hw3.ridge_probe(train_x, test_x, {"class": (train_y, test_y, 4)})["class"]
+    assert accuracy[0] > 0.95
+    assert abs(accuracy[1] - 0.25) < 0.06  # chance
+
+
+def test_the_probe_stays_at_chance_on_noise():
+    generator = torch.Generator().manual_seed(1)
+    features, test_features = torch.randn(3, 4000, 16, generator=generator), torch.randn(3, 4000, 16,
+                                                                                          generator=generator)
+    labels, test_labels = torch.randint(0, 7, (4000,), generator=generator), torch.randint(0, 7, (4000,),
+                                                                                           generator=generator)
+    accuracy = hw3.ridge_probe(features, test_features, {"noise": (labels, test_labels, 7)})["noise"]
+    assert np.all(np.abs(accuracy - 1 / 7) < 0.025)  # chance, within about 4 standard errors
+
+
+def test_probes_of_several_targets_in_one_solve_equal_separate_probes():
+    generator = torch.Generator().manual_seed(2)
+    features, test_features = torch.randn(2, 500, 6, generator=generator), torch.randn(2, 300, 6, generator=generator)
+    targets = {"a": ((features[0, :, 0] > 0).long(), (test_features[0, :, 0] > 0).long(), 2),
+               "b": (torch.randint(0, 5, (500,), generator=generator), torch.randint(0, 5, (300,), generator=generator),
+                     5)}
+    together = hw3.ridge_probe(features, test_features, targets)
+    for name, target in targets.items():
+        np.testing.assert_array_equal(together[name], hw3.ridge_probe(features, test_features, {name: target})[name])
+
+
+@pytest.mark.parametrize("bad,message", [({"ridge": 0.0}, "ridge"), ({"ridge": float("inf")}, "ridge"),
+                                         ({"classes": 3}, "labels of target 'y' must lie in 0..2")])
+def test_the_probe_refuses_bad_arguments(bad, message):
+    features, labels = torch.randn(1, 10, 2), torch.arange(10) % 4
+    with pytest.raises(ValueError, match=message):
+        hw3.ridge_probe(features, features, {"y": (labels, labels, bad.get("classes", 4))},
+                        ridge=bad.get("ridge", 1e-3))

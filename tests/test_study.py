@@ -1,0 +1,76 @@
+"""The study runner on a tiny budget, and the notebook's study section drawn from the committed results."""
+import json
+
+import matplotlib
+import nbformat
+import pytest
+
+import hw3_helpers
+from hw3tools import study
+from hw3tools.notebook import NOTEBOOK, ROOT
+
+matplotlib.use("Agg")
+
+TINY = {"n_layers": 1, "hidden_dim": 16, "ff_dim": 16, "num_heads": 2, "head_dim": 8}
+
+
+def tiny_runs():
+    return [study.Run("variants", "dense (prescribed)", seed, dict(TINY), epochs=2, train_sequences=256)
+            for seed in (0, 1)] + [study.Run("epochs", "3 epochs", 0, dict(TINY), epochs=3, train_sequences=256)]
+
+
+def test_a_tiny_study_writes_well_formed_results_and_never_repeats_a_run(tmp_path, monkeypatch):
+    summary = study.run_study(tiny_runs(), tmp_path, jobs=1, progress=False)
+    records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")}
+    assert set(records) == {run.run_id for run in tiny_runs()}
+    for record in records.values():
+        assert 0 <= record["test_accuracy"] <= 1 and 0 < record["bayes_accuracy"] <= 1
+        assert record["gap_to_ceiling"] == pytest.approx(record["bayes_accuracy"] - record["test_accuracy"])
+        assert len(record["epoch_test_accuracy"]) == record["epochs"]
+        assert record["epoch_test_accuracy"][-1] == record["test_accuracy"]
+        assert record["steps_per_epoch"] == 2 and len(record["per_position_accuracy"]) == 64
+    dense = next(c for c in summary["configs"] if c["name"] == "dense (prescribed)")
+    assert dense["seeds"] == [0, 1] and len(dense["test_accuracy"]["per_seed"]) == 2
+    assert dense["test_accuracy"]["mean"] == pytest.approx(sum(dense["test_accuracy"]["per_seed"]) / 2)
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(study, "execute", must_not_train)
+    assert study.run_study(tiny_runs(), tmp_path, jobs=1, progress=False) == summary
+
+
+def test_a_seed_is_the_whole_pipeline_and_repeats_exactly(tmp_path):
+    first, other = tiny_runs()[0], tiny_runs()[1]
+    study.run_study([first, other], tmp_path, jobs=1, progress=False)
+    recorded = json.loads((tmp_path / "runs" / f"{first.run_id}.json").read_text())
+    again = study.execute(first)
+    assert again["test_accuracy"] == recorded["test_accuracy"]
+    assert again["bayes_accuracy"] == recorded["bayes_accuracy"]
+    other_record = json.loads((tmp_path / "runs" / f"{other.run_id}.json").read_text())
+    assert other_record["bayes_accuracy"] != recorded["bayes_accuracy"]  # another seed draws another test set
+
+
+def test_the_plan_gives_every_variant_three_seeds_and_every_lever_two_budgets_of_two():
+    runs = study.plan()
+    assert len({run.run_id for run in runs}) == len(runs)
+    variants = [run for run in runs if run.group == "variants"]
+    assert {run.name for run in variants} == set(study.VARIANTS) and len(variants) == 3 * len(study.VARIANTS)
+    for lever in ("epochs", "capacity", "data"):
+        budgets = {run.name for run in runs if run.group == lever}
+        assert len(budgets) >= 2 and len([run for run in runs if run.group == lever]) >= 2 * len(budgets)
+    assert all(run.epochs == 8 and run.train_sequences == 10000 for run in variants)
+
+
+def test_the_notebook_draws_the_committed_study_without_training(monkeypatch, tmp_path):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    [cell] = [c for c in nb.cells if c.cell_type == "code" and "hw3.load_study()" in c.source]
+    monkeypatch.chdir(ROOT)  # the notebook's folder, where study/summary.json lies
+    monkeypatch.setenv(hw3_helpers.OUTPUT_ENV, str(tmp_path))
+    import matplotlib.pyplot as plt
+
+    namespace = {"hw3": hw3_helpers, "plt": plt}  # no model, no data, no train(): drawing only
+    exec(cell.source, namespace)
+    assert namespace["study_summary"] == json.loads((ROOT / "study" / "summary.json").read_text())
+    for name in hw3_helpers.study_figures(namespace["study_summary"]):
+        assert (tmp_path / "figures" / name).stat().st_size > 0

@@ -65,6 +65,47 @@ VALUES: dict[str, tuple[str, Callable[[dict], float]]] = {  # field -> (the metr
 }
 
 
+STUDY_FIELDS = {  # field prefix -> (group, configuration name) in the committed study
+    "dense": ("variants", "dense (prescribed)"), "gqa": ("variants", "GQA, 2 KV heads"),
+    "moe": ("variants", "MoE, 4 experts top-2"), "sliding": ("variants", "sliding window 8, alternating"),
+    "allthree": ("variants", "all three"),
+    "epochs16": ("epochs", "16 epochs"), "epochs32": ("epochs", "32 epochs"),
+    "width96": ("capacity", "width 96"), "width128": ("capacity", "width 128"),
+    "data20k": ("data", "20000 sequences"), "data40k": ("data", "40000 sequences"),
+}
+for prefix, (group, name) in STUDY_FIELDS.items():
+    for suffix, key, stat in (("acc", "test_accuracy", "mean"), ("sd", "test_accuracy", "std"),
+                              ("gap", "gap_to_ceiling", "mean"), ("gapsd", "gap_to_ceiling", "std"),
+                              ("minutes", "train_seconds", "mean")):
+        scale = 1 / 60 if key == "train_seconds" else 1
+        VALUES[f"{prefix}_{suffix}"] = (f"study[{group}: {name}].{key}.{stat}" + (" / 60" if scale != 1 else ""),
+                                        lambda m, g=group, n=name, k=key, st=stat, sc=scale: study(g, n, k, st)(m) * sc)
+    VALUES[f"{prefix}_seeds"] = (f"number of seeds of study[{group}: {name}]",
+                                 lambda m, g=group, n=name: len(study(g, n, "test_accuracy", "per_seed")(m)))
+    for key in ("steps", "parameters"):
+        VALUES[f"{prefix}_{key}"] = (f"study[{group}: {name}].{key}",
+                                     lambda m, g=group, n=name, k=key: next(
+                                         c for c in m["study"] if c["group"] == g and c["name"] == n)[k])
+
+
+def gap_by_position(m: dict) -> list[float]:
+    return [b - a for a, b in zip(m["per_position_accuracy"], m["bayes_per_position_accuracy"], strict=True)]
+
+
+VALUES.update({
+    "gap_early_share": ("share of the summed per-position gap (bayes - model) at positions 0-9",
+                        lambda m: sum(gap_by_position(m)[:10]) / sum(gap_by_position(m))),
+    "gap_late_mean": ("mean per-position gap (bayes - model) over positions 10-63",
+                      lambda m: sum(gap_by_position(m)[10:]) / len(gap_by_position(m)[10:])),
+    "probe_best": ("the probe's best pair accuracy, over stages and positions",
+                   lambda m: max(max(stage) for stage in m["probe"]["pair"])),
+    "bayes_pair_pos3": ("probe.bayes_map_accuracy[3]", lambda m: m["probe"]["bayes_map_accuracy"][3]),
+    "bayes_pair_pos7": ("probe.bayes_map_accuracy[7]", lambda m: m["probe"]["bayes_map_accuracy"][7]),
+    "model_first_084": ("first position whose per-position accuracy reaches 0.84",
+                        lambda m: first_position(m["per_position_accuracy"], 0.84)),
+})
+
+
 @dataclass(frozen=True)
 class Claim:
     """A sentence of the report whose truth depends on the run, and the test of it on the run's metrics."""
@@ -74,7 +115,53 @@ class Claim:
     contradicted_by: Callable[[dict], dict]  # metrics of a run that would break it: the tests show it can fail
 
 
-CLAIMS: list[Claim] = []
+def _rule(m: dict, t: str, p: str) -> float:
+    return sampling(f"t={t}, top_p={p}", "rule_consistent")(m)
+
+
+def _set_rule(m: dict, setting: str, value: float) -> dict:
+    next(row for row in m["sampling_study"] if row["setting"] == setting)["rule_consistent"] = value
+    return m
+
+
+def _probe_gap_after(m: dict, first: int) -> float:
+    """How far the best stage's probe stays below the Bayes posterior's accuracy, at worst, from position `first`."""
+    best = [max(stage[p] for stage in m["probe"]["pair"]) for p in range(len(m["probe"]["bayes_map_accuracy"]))]
+    return min(b - a for a, b in list(zip(best, m["probe"]["bayes_map_accuracy"], strict=True))[first:])
+
+
+def _with(m: dict, key: str, value) -> dict:
+    m[key] = value
+    return m
+
+
+TEMPERATURES = ("0.5", "1.0", "1.5", "2.0")
+CLAIMS: list[Claim] = [
+    Claim("That is the ceiling.",
+          lambda m: m["final_test_accuracy"] <= m["bayes_optimal_accuracy"],
+          lambda m: _with(m, "final_test_accuracy", m["bayes_optimal_accuracy"] + 0.01)),
+    Claim("Greedy follows the rule more often than nucleus sampling",
+          lambda m: sampling("greedy", "rule_consistent")(m) > _rule(m, "1.0", "0.9"),
+          lambda m: _set_rule(m, "greedy", 0.5)),
+    Claim("rule-consistency falls as the temperature rises.",
+          lambda m: all(_rule(m, a, p) > _rule(m, b, p) for p in ("0.9", "1.0")
+                        for a, b in zip(TEMPERATURES, TEMPERATURES[1:])),
+          lambda m: _set_rule(m, "t=2.0, top_p=1.0", 0.999)),
+    Claim("A small nucleus protects against high temperature",
+          lambda m: all(_rule(m, t, "0.5") > _rule(m, t, "1.0") for t in ("1.5", "2.0")),
+          lambda m: _set_rule(m, "t=2.0, top_p=0.5", 0.1)),
+    Claim("then follows the ceiling closely.",
+          lambda m: VALUES["gap_late_mean"][1](m) < 0.05,
+          lambda m: _with(m, "per_position_accuracy", [a - 0.1 * (p >= 10)
+                                                       for p, a in enumerate(m["per_position_accuracy"])])),
+    Claim("Its gap to the ceiling is largest in the first ten positions",
+          lambda m: max(range(len(gap_by_position(m))), key=gap_by_position(m).__getitem__) < 10,
+          lambda m: _with(m, "per_position_accuracy", [0.0 if p == 40 else a
+                                                       for p, a in enumerate(m["per_position_accuracy"])])),
+    Claim("the linear probe stays far below the Bayes posterior at every position after the first three tokens",
+          lambda m: _probe_gap_after(m, 3) > 0.2,
+          lambda m: {**m, "probe": {**m["probe"], "pair": [m["probe"]["bayes_map_accuracy"]] * 2}}),
+]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -98,7 +185,8 @@ def field_values(template: str, metrics: dict) -> dict[str, str]:
 def render(template: str, metrics: dict) -> list[str]:
     """The report cells: the template's fields filled in from the metrics."""
     values = field_values(template, metrics)
-    return FIELD.sub(lambda match: values[match.group(1)], template).strip().split(CELL_BREAK.strip())
+    filled = FIELD.sub(lambda match: values[match.group(1)], template)
+    return [cell.strip() for cell in filled.split(CELL_BREAK.strip())]
 
 
 def _cells_text(cells: list[str]) -> str:

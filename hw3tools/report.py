@@ -145,7 +145,7 @@ CLAIMS: list[Claim] = [
           lambda m: _set_rule(m, "greedy", 0.5)),
     Claim("rule-consistency falls as the temperature rises.",
           lambda m: all(_rule(m, a, p) > _rule(m, b, p) for p in ("0.9", "1.0")
-                        for a, b in zip(TEMPERATURES, TEMPERATURES[1:])),
+                        for a, b in zip(TEMPERATURES[:-1], TEMPERATURES[1:], strict=True)),
           lambda m: _set_rule(m, "t=2.0, top_p=1.0", 0.999)),
     Claim("A small nucleus protects against high temperature",
           lambda m: all(_rule(m, t, "0.5") > _rule(m, t, "1.0") for t in ("1.5", "2.0")),

@@ -277,25 +277,27 @@ def study_configs(summary: dict, group: str) -> list[dict]:
     return [config for config in summary["configs"] if config["group"] == group]
 
 
-def format_spread(stat: dict, digits: int = 3) -> str:
+def format_spread(stat: dict, digits: int = 3, signed: bool = False) -> str:
     """'0.851 ± 0.002 (n=3)': mean and sample standard deviation over the seeds."""
-    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f} (n={len(stat['per_seed'])})"
+    return f"{stat['mean']:{'+' if signed else ''}.{digits}f} ± {stat['std']:.{digits}f} (n={len(stat['per_seed'])})"
 
 
 def plot_study_variants(summary: dict):
-    """Test accuracy and gap to the ceiling of each variant: every seed a dot, mean ± standard deviation a bar."""
+    """Each variant's test accuracy, and its difference from the prescribed model trained on the same seed:
+    every seed a dot, mean ± standard deviation a bar."""
     import matplotlib.pyplot as plt
 
     variants = study_configs(summary, "variants")
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.6 * len(variants) + 1.8), sharey=True)
     for ax, key, label in ((axes[0], "test_accuracy", "Test accuracy"),
-                           (axes[1], "gap_to_ceiling", "Gap to the Bayes ceiling (same test set)")):
+                           (axes[1], "difference_from_prescribed", "Difference from the dense model, same seed")):
         for row, config in enumerate(variants):
             stat = config[key]
             ax.errorbar(stat["mean"], row, xerr=stat["std"], fmt="s", color="black", capsize=4, zorder=3)
             ax.plot(stat["per_seed"], [row] * len(stat["per_seed"]), "o", alpha=0.5, color="tab:blue")
         ax.set(xlabel=label)
         ax.grid(True, alpha=0.3)
+    axes[1].axvline(0, color="gray", lw=1)
     axes[0].set_yticks(range(len(variants)), [c["name"] for c in variants])
     axes[0].invert_yaxis()
     fig.suptitle(f"Variants at the prescribed budget ({variants[0]['epochs']} epochs, "

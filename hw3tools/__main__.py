@@ -13,6 +13,7 @@ from hw3_helpers import write_atomically
 from hw3tools import report
 from hw3tools.check import check, make_zip
 from hw3tools.notebook import NOTEBOOK, ROOT, RunFailed, export_html, export_report, run_notebook
+from hw3tools.study import STUDY_DIR
 
 COMMANDS = {
     "run": "execute the notebook headless; its report is rendered from this run's metrics",
@@ -28,7 +29,7 @@ COMMANDS = {
 def study_command(jobs: int | None) -> int:
     import torch
 
-    from hw3tools.study import STUDY_DIR, plan, run_study
+    from hw3tools.study import plan, run_study
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if jobs is None:
@@ -39,6 +40,9 @@ def study_command(jobs: int | None) -> int:
     summary = run_study(plan(), STUDY_DIR, jobs=jobs, device=device)
     print(f"wrote {STUDY_DIR / 'summary.json'} ({len(summary['configs'])} configurations) and "
           f"{', '.join(str(p) for p in report_study_figures(summary))}")
+    if report.RECORD.exists():  # the committed report quotes the study: keep it in step
+        render_committed_report()
+        print(f"rendered {NOTEBOOK.name}'s report from {report.RECORD} and the new summary")
     return 0
 
 
@@ -57,21 +61,28 @@ def rerender(out: Path) -> Path:
     build = out / "build"
     executed = build / "homework3.ipynb"
     nb = nbformat.read(executed, as_version=4)
-    report.set_report(nb, report.render(report.TEMPLATE.read_text(), report.load_json(build / "metrics.json")))
+    quoted = report.quoted_sources(report.load_json(build / "metrics.json"))
+    report.set_report(nb, report.render(report.TEMPLATE.read_text(), quoted))
     write_atomically(executed, nbformat.writes(nb))
     export_html(executed, build / "homework3.html", images_from=out)
     export_report(executed, out / "report.md")
     return executed
 
 
+def render_committed_report() -> None:
+    """The source notebook's report rendered from the record and the committed study."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    quoted = report.quoted_sources(report.load_json(report.RECORD))
+    report.set_report(nb, report.render(report.TEMPLATE.read_text(), quoted))
+    nbformat.write(nb, NOTEBOOK)
+
+
 def record_command(out: Path) -> int:
     """build/metrics.json becomes report/record.json; the source notebook's report is rendered from it."""
     metrics = out / "build" / "metrics.json"
     shutil.copyfile(metrics, report.RECORD)
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    report.set_report(nb, report.render(report.TEMPLATE.read_text(), report.load_json(report.RECORD)))
-    nbformat.write(nb, NOTEBOOK)
-    print(f"recorded {metrics} as {report.RECORD}; {NOTEBOOK.name}'s report is rendered from it")
+    render_committed_report()
+    print(f"recorded {metrics} as {report.RECORD}; {NOTEBOOK.name}'s report is rendered from it and {STUDY_DIR}")
     return 0
 
 

@@ -16,7 +16,7 @@ from hw3tools.notebook import (
     report_text,
     report_words,
 )
-from hw3tools.report import CLAIMS, FIELD, TEMPLATE, broken_claims, contradictions
+from hw3tools.report import CLAIMS, FIELD, TEMPLATE, broken_claims, contradictions, quoted_sources
 
 REPORT_ELEMENTS = {  # required element -> words that show it is there
     "cross-entropy sentence": ("cross-entropy", "cross entropy", "cross_entropy"),
@@ -62,11 +62,12 @@ def check(executed: Path, metrics_path: Path, report_path: Path, min_accuracy: f
     rule("report has 300-600 words", 300 <= words <= 600, f"{words} words")
     missing = [name for name, keys in REPORT_ELEMENTS.items() if not any(k in report.lower() for k in keys)]
     rule("report has its five required elements", not missing, f"missing: {missing}" if missing else "")
-    problems = contradictions(report, Path(template).read_text(), metrics) if metrics else ["no metrics"]
+    quoted = quoted_sources(metrics)
+    problems = contradictions(report, Path(template).read_text(), quoted) if metrics else ["no metrics"]
     rule("every number in the report is this run's", not problems,
          "\n      ".join(problems + ["`make report` renders the report from this run's metrics"]) if problems else
          f"{len(FIELD.findall(Path(template).read_text()))} numbers")
-    broken = broken_claims(metrics) if metrics else ["no metrics"]
+    broken = broken_claims(quoted) if metrics else ["no metrics"]
     rule("every claim of the report holds for this run", not broken, "\n      ".join(broken) if broken else
          f"{len(CLAIMS)} claims")
     exported = Path(report_path).read_text() if Path(report_path).exists() else None

@@ -145,9 +145,9 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
             else:
                 os.environ[name] = value
     if report_template is not None:
-        from hw3tools.report import load_json, render, set_report
+        from hw3tools.report import load_json, quoted_sources, render, set_report
 
-        set_report(nb, render(Path(report_template).read_text(), load_json(build / "metrics.json")))
+        set_report(nb, render(Path(report_template).read_text(), quoted_sources(load_json(build / "metrics.json"))))
     executed = build / "homework3.ipynb"
     write_atomically(executed, nbformat.writes(nb))
     (build / "homework3.failed.ipynb").unlink(missing_ok=True)

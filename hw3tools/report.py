@@ -2,7 +2,8 @@
 
 report/template.md is the report with each measured number written as a named field, `{accuracy:.3f}`; VALUES
 says which metric each name reads. The notebook's report cells are the template rendered from the metrics of one
-run, report/record.json (committed), and a test holds them to it exactly. A run elsewhere gives slightly different
+run, report/record.json (committed), and from the committed study, study/summary.json; a test holds them to both
+exactly. A run elsewhere gives slightly different
 numbers (another CPU, thread count, torch or device changes the last bits, and 632 training steps carry that into
 the third decimal): `make run` renders the executed notebook's report from that run's own metrics, `make check`
 names every number of a report that its run contradicts, and every sentence in CLAIMS whose claim the run does
@@ -24,6 +25,7 @@ REPORT_DIR = ROOT / "report"
 TEMPLATE = REPORT_DIR / "template.md"
 RECORD = REPORT_DIR / "record.json"
 TOLERANCES = REPORT_DIR / "tolerances.json"
+STUDY_SUMMARY = ROOT / "study" / "summary.json"
 CELL_BREAK = "\n<!-- next cell -->\n"
 FIELD = re.compile(r"\{([a-z][a-z0-9_]*)(?::([^{}]*))?\}")
 NUMBER = r"[-+]?\d[\d,]*(?:\.\d+)?%?"
@@ -37,8 +39,12 @@ def sampling(setting: str, key: str) -> Callable[[dict], float]:
     return lambda m: next(row for row in m["sampling_study"] if row["setting"] == setting)[key]
 
 
+def study_config(m: dict, group: str, name: str) -> dict:
+    return next(c for c in m["study"] if c["group"] == group and c["name"] == name)
+
+
 def study(group: str, name: str, key: str, stat: str = "mean") -> Callable[[dict], float]:
-    return lambda m: next(c for c in m["study"] if c["group"] == group and c["name"] == name)[key][stat]
+    return lambda m: study_config(m, group, name)[key][stat]
 
 
 def first_position(curve: list[float], level: float) -> int:
@@ -76,6 +82,8 @@ STUDY_FIELDS = {  # field prefix -> (group, configuration name) in the committed
 for prefix, (group, name) in STUDY_FIELDS.items():
     for suffix, key, stat in (("acc", "test_accuracy", "mean"), ("sd", "test_accuracy", "std"),
                               ("gap", "gap_to_ceiling", "mean"), ("gapsd", "gap_to_ceiling", "std"),
+                              ("diff", "difference_from_prescribed", "mean"),
+                              ("diffsd", "difference_from_prescribed", "std"),
                               ("minutes", "train_seconds", "mean")):
         scale = 1 / 60 if key == "train_seconds" else 1
         VALUES[f"{prefix}_{suffix}"] = (f"study[{group}: {name}].{key}.{stat}" + (" / 60" if scale != 1 else ""),
@@ -84,8 +92,7 @@ for prefix, (group, name) in STUDY_FIELDS.items():
                                  lambda m, g=group, n=name: len(study(g, n, "test_accuracy", "per_seed")(m)))
     for key in ("steps", "parameters"):
         VALUES[f"{prefix}_{key}"] = (f"study[{group}: {name}].{key}",
-                                     lambda m, g=group, n=name, k=key: next(
-                                         c for c in m["study"] if c["group"] == g and c["name"] == n)[k])
+                                     lambda m, g=group, n=name, k=key: study_config(m, g, n)[k])
 
 
 def gap_by_position(m: dict) -> list[float]:
@@ -132,6 +139,28 @@ def _probe_gap_after(m: dict, first: int) -> float:
 
 def _with(m: dict, key: str, value) -> dict:
     m[key] = value
+    return m
+
+
+def _paired(m: dict, prefix: str) -> dict:
+    """A configuration's seed-by-seed difference from the prescribed model, in the committed study."""
+    return study_config(m, *STUDY_FIELDS[prefix])["difference_from_prescribed"]
+
+
+def _within_spread(m: dict, prefix: str) -> bool:
+    """The mean difference is no larger than twice its standard error: no difference is claimed."""
+    stat = _paired(m, prefix)
+    return abs(stat["mean"]) <= 2 * stat["std"] / math.sqrt(len(stat["per_seed"]))
+
+
+def _beats_on_every_seed(m: dict, prefix: str) -> bool:
+    stat = _paired(m, prefix)
+    return all(d > 0 for d in stat["per_seed"]) and stat["mean"] > 2 * stat["std"] / math.sqrt(len(stat["per_seed"]))
+
+
+def _set_paired(m: dict, prefix: str, per_seed: list[float]) -> dict:
+    stat = _paired(m, prefix)
+    stat.update(per_seed=per_seed, mean=sum(per_seed) / len(per_seed), std=0.0)
     return m
 
 
@@ -301,3 +330,10 @@ def outside_tolerance(metrics: dict, record: dict, tolerances: dict) -> list[str
 
 def load_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def quoted_sources(metrics: dict, summary_path: Path = STUDY_SUMMARY) -> dict:
+    """What the report quotes: a run's metrics, and under "study" the committed study, which the notebook draws
+    but does not run (so `make study` can change it without a new run of the notebook)."""
+    summary = load_json(summary_path) if Path(summary_path).exists() else {"configs": []}
+    return {**metrics, "study": summary["configs"]}

@@ -59,7 +59,8 @@ LEVERS = {  # lever -> budgets beyond the prescribed one (which is the dense var
     "epochs": {"16 epochs": {"epochs": 16}, "32 epochs": {"epochs": 32}},
     "capacity": {"width 96": {"model": {**PRESCRIBED, "hidden_dim": 96, "ff_dim": 192, "head_dim": 24}},
                  "width 128": {"model": {**PRESCRIBED, "hidden_dim": 128, "ff_dim": 256, "head_dim": 32}}},
-    "data": {"20000 sequences": {"train_sequences": 20000}, "40000 sequences": {"train_sequences": 40000}},
+    "data": {"20000 sequences": {"train_sequences": 20000}, "40000 sequences": {"train_sequences": 40000},
+             "80000 sequences": {"train_sequences": 80000}},
 }
 VARIANT_SEEDS, LEVER_SEEDS = (0, 1, 2), (0, 1)
 
@@ -155,15 +156,22 @@ def _spread(values: list[float]) -> dict:
             "per_seed": [float(v) for v in array]}
 
 
+BASELINE = ("variants", "dense (prescribed)")
+
+
 def summarize(records: list[dict]) -> dict:
-    """Per configuration: mean, sample standard deviation and per-seed values of what each run measured."""
+    """Per configuration: mean, sample standard deviation and per-seed values of what each run measured, and the
+    difference from the prescribed model trained on the same seeds (same data, same test set), which removes the
+    seed-to-seed spread that both share."""
     configs = {}
     for record in records:
         configs.setdefault((record["group"], record["name"]), []).append(record)
+    baseline = {r["seed"]: r["test_accuracy"] for r in configs.get(BASELINE, [])}
     summary = []
     for (group, name), runs in configs.items():
         runs = sorted(runs, key=lambda r: r["seed"])
         epochs = np.array([r["epoch_test_accuracy"] for r in runs])
+        paired = [r["test_accuracy"] - baseline[r["seed"]] for r in runs if r["seed"] in baseline]
         summary.append({
             "group": group, "name": name, "seeds": [r["seed"] for r in runs],
             "model": runs[0]["model"], "epochs": runs[0]["epochs"], "train_sequences": runs[0]["train_sequences"],
@@ -171,6 +179,7 @@ def summarize(records: list[dict]) -> dict:
             "steps_per_epoch": runs[0]["steps_per_epoch"],
             **{key: _spread([r[key] for r in runs]) for key in
                ("test_accuracy", "bayes_accuracy", "gap_to_ceiling", "train_seconds", "final_train_loss")},
+            "difference_from_prescribed": _spread(paired) if paired else None,
             "epoch_test_accuracy_mean": epochs.mean(0).tolist(),
             "epoch_test_accuracy_std": (epochs.std(0, ddof=1) if len(runs) > 1 else 0 * epochs[0]).tolist(),
             "per_position_accuracy_mean": np.mean([r["per_position_accuracy"] for r in runs], 0).round(4).tolist(),

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import hw3_helpers
-from hw3tools.notebook import NOTEBOOK, is_added, load_definitions
+from hw3tools import report
+from hw3tools.notebook import NOTEBOOK, is_added, load_definitions, run_notebook
 
 OPTIONS = [{}, {"num_kv_heads": 2}, {"use_moe": True, "num_experts": 4, "top_k": 2},
            {"use_sliding_window_alternating": True, "window_size": 3}]
@@ -163,3 +164,26 @@ def test_per_position_accuracy_on_cuda_equals_the_cpu(hw, hw_cuda):
     data = torch.utils.data.TensorDataset(torch.randint(0, 9, (50, 12)), torch.randint(0, 9, (50, 12)))
     loader = torch.utils.data.DataLoader(data, batch_size=16)
     assert (hw_cuda.calc_per_token_acc(gpu, loader) == hw.calc_per_token_acc(cpu, loader)).all()
+
+
+@cuda
+@pytest.mark.e2e
+def test_the_whole_notebook_runs_on_cuda_and_lands_near_the_cpu_record(tmp_path):
+    """HW3_DEVICE=cuda moves training and every added cell to the GPU; the notebook on disk is only read."""
+    before = NOTEBOOK.read_bytes()
+    executed = run_notebook(NOTEBOOK, tmp_path, env={"HW3_DEVICE": "cuda"}, report_template=report.TEMPLATE)
+    assert NOTEBOOK.read_bytes() == before
+    nb = nbformat.read(executed, as_version=4)
+    errors = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "code"
+              for o in c.outputs if o.output_type == "error"]
+    assert errors == []
+    assert any("device: cuda" in o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    metrics = report.load_json(tmp_path / "build" / "metrics.json")
+    assert metrics["final_test_accuracy"] >= 0.80 and metrics["kv_cache"]["identical_to_generate"] is True
+    # Training on the GPU lands within the tolerances that include issue 8's GPU measurements. The sampling study
+    # is not compared: CUDA's random stream differs from the CPU's, so other tokens are drawn.
+    tolerances = report.load_json(report.TOLERANCES)
+    compared = {name: family for name, family in tolerances["families"].items()
+                if name in ("final_test_accuracy", "per_position_accuracy", "bayes ceiling (data only)")}
+    far = report.deviations(metrics, report.load_json(report.RECORD), compared | {"rest": {"paths": ""}})
+    assert all(far[name][0] <= family["tolerance"] for name, family in compared.items()), far

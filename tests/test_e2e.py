@@ -59,7 +59,8 @@ def test_the_run_agrees_with_the_record_within_measured_tolerances(run):
 
 def test_the_executed_report_quotes_this_run(run):
     nb = nbformat.read(run["executed"], as_version=4)
-    assert hw3.report_text(nb) == "\n\n".join(report.render(report.TEMPLATE.read_text(), run["metrics"])) + "\n"
+    quoted = report.quoted_sources(run["metrics"])
+    assert hw3.report_text(nb) == "\n\n".join(report.render(report.TEMPLATE.read_text(), quoted)) + "\n"
 
 
 def test_the_zip_holds_exactly_the_submission(run, tmp_path):

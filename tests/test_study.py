@@ -32,6 +32,10 @@ def test_a_tiny_study_writes_well_formed_results_and_never_repeats_a_run(tmp_pat
     dense = next(c for c in summary["configs"] if c["name"] == "dense (prescribed)")
     assert dense["seeds"] == [0, 1] and len(dense["test_accuracy"]["per_seed"]) == 2
     assert dense["test_accuracy"]["mean"] == pytest.approx(sum(dense["test_accuracy"]["per_seed"]) / 2)
+    assert dense["difference_from_prescribed"]["per_seed"] == [0.0, 0.0]
+    longer = next(c for c in summary["configs"] if c["name"] == "3 epochs")
+    assert longer["difference_from_prescribed"]["per_seed"] == [
+        records[tiny_runs()[2].run_id]["test_accuracy"] - records[tiny_runs()[0].run_id]["test_accuracy"]]
 
     def must_not_train(*args, **kwargs):
         raise AssertionError("a finished run was trained again")

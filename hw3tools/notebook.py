@@ -147,7 +147,10 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
     if report_template is not None:
         from hw3tools.report import load_json, quoted_sources, render, set_report
 
-        set_report(nb, render(Path(report_template).read_text(), quoted_sources(load_json(build / "metrics.json"))))
+        try:
+            set_report(nb, render(Path(report_template).read_text(), quoted_sources(load_json(build / "metrics.json"))))
+        except (KeyError, FileNotFoundError) as missing:  # keep the run; `make check` names what the report lacks
+            log(f"the report was not rendered from this run: {missing}")
     executed = build / "homework3.ipynb"
     write_atomically(executed, nbformat.writes(nb))
     (build / "homework3.failed.ipynb").unlink(missing_ok=True)

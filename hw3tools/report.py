@@ -78,13 +78,14 @@ STUDY_FIELDS = {  # field prefix -> (group, configuration name) in the committed
     "epochs16": ("epochs", "16 epochs"), "epochs32": ("epochs", "32 epochs"),
     "width96": ("capacity", "width 96"), "width128": ("capacity", "width 128"),
     "data20k": ("data", "20000 sequences"), "data40k": ("data", "40000 sequences"),
+    "data80k": ("data", "80000 sequences"),
 }
 for prefix, (group, name) in STUDY_FIELDS.items():
     for suffix, key, stat in (("acc", "test_accuracy", "mean"), ("sd", "test_accuracy", "std"),
                               ("gap", "gap_to_ceiling", "mean"), ("gapsd", "gap_to_ceiling", "std"),
                               ("diff", "difference_from_prescribed", "mean"),
                               ("diffsd", "difference_from_prescribed", "std"),
-                              ("minutes", "train_seconds", "mean")):
+                              ("minutes", "train_seconds", "mean"), ("loss", "final_train_loss", "mean")):
         scale = 1 / 60 if key == "train_seconds" else 1
         VALUES[f"{prefix}_{suffix}"] = (f"study[{group}: {name}].{key}.{stat}" + (" / 60" if scale != 1 else ""),
                                         lambda m, g=group, n=name, k=key, st=stat, sc=scale: study(g, n, k, st)(m) * sc)
@@ -158,6 +159,12 @@ def _beats_on_every_seed(m: dict, prefix: str) -> bool:
     return all(d > 0 for d in stat["per_seed"]) and stat["mean"] > 2 * stat["std"] / math.sqrt(len(stat["per_seed"]))
 
 
+def _ahead_on_every_seed(m: dict, prefix: str, others: tuple[str, ...]) -> bool:
+    """On every seed they share, `prefix` gains more over the prescribed model than each of `others`."""
+    ahead = _paired(m, prefix)["per_seed"]
+    return all(a > b for other in others for a, b in zip(ahead, _paired(m, other)["per_seed"], strict=True))
+
+
 def _set_paired(m: dict, prefix: str, per_seed: list[float]) -> dict:
     stat = _paired(m, prefix)
     stat.update(per_seed=per_seed, mean=sum(per_seed) / len(per_seed), std=0.0)
@@ -190,6 +197,23 @@ CLAIMS: list[Claim] = [
     Claim("the linear probe stays far below the Bayes posterior at every position after the first three tokens",
           lambda m: _probe_gap_after(m, 3) > 0.2,
           lambda m: {**m, "probe": {**m["probe"], "pair": [m["probe"]["bayes_map_accuracy"]] * 2}}),
+    Claim("beats the dense model on every seed",
+          lambda m: _beats_on_every_seed(m, "moe"),
+          lambda m: _set_paired(m, "moe", [-0.001, 0.002, 0.003])),
+    Claim("stay within the spread over seeds, so I claim no difference.",
+          lambda m: _within_spread(m, "gqa") and _within_spread(m, "sliding"),
+          lambda m: _set_paired(m, "sliding", [-0.01, -0.01, -0.01])),
+    Claim("more data helps most",
+          lambda m: _ahead_on_every_seed(m, "data40k", ("epochs32", "width128")),
+          lambda m: _set_paired(m, "data40k", [-0.01, -0.01])),
+    Claim("lowers the training loss further",
+          lambda m: study("epochs", "32 epochs", "final_train_loss")(m) < study("data", "40000 sequences",
+                                                                               "final_train_loss")(m),
+          lambda m: study_config(m, "epochs", "32 epochs")["final_train_loss"].update(mean=9.0) or m),
+    Claim("the model overfits its 10000 sequences",
+          lambda m: _paired(m, "epochs32")["mean"] < _paired(m, "epochs16")["mean"] + 2 * max(
+              _paired(m, "epochs16")["std"], 0.001),
+          lambda m: _set_paired(m, "epochs32", [0.05, 0.05])),
 ]
 
 

@@ -83,3 +83,22 @@ def test_saved_figures_have_the_same_bytes_every_time(tmp_path, monkeypatch):
 
 def test_report_words_leave_out_images_and_link_targets():
     assert hw3.report_words("Greedy decoding (see ![fig](figures/a.png)) picks [the argmax](http://x.y/z).") == 6
+
+
+def test_a_report_that_cannot_be_rendered_keeps_the_run_and_says_why(tmp_path):
+    source = write_notebook(
+        tmp_path / "toy.ipynb",
+        new_code_cell("import json, os, pathlib\nbuild = pathlib.Path(os.environ['HW3_OUTPUT_DIR']) / 'build'\n"
+                      "(build / 'metrics.json').write_text(json.dumps({'final_test_accuracy': 0.9}))"),
+        new_markdown_cell("## Your report (min 300 words - max 600 words) (2 points)"), report_cell("Old text."),
+    )
+    template = tmp_path / "template.md"
+    template.write_text("Accuracy {accuracy:.3f}, ceiling {ceiling:.3f}.")  # the toy run records no ceiling
+    lines = []
+    executed = hw3.run_notebook(source, tmp_path / "out", log=lambda *a, **k: lines.append(a[0]),
+                                report_template=template)
+    assert executed.exists() and (tmp_path / "out" / "report.md").read_text() == "Old text.\n"
+    assert any("not rendered" in line and "bayes_optimal_accuracy" in line for line in lines)
+    template.write_text("Accuracy {accuracy:.3f}.")
+    executed = hw3.run_notebook(source, tmp_path / "out2", log=lambda *a, **k: None, report_template=template)
+    assert (tmp_path / "out2" / "report.md").read_text() == "Accuracy 0.900.\n"

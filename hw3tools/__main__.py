@@ -99,9 +99,7 @@ def tolerances_command(out: Path, thread_counts: list[int]) -> int:
             spec["families"][family].setdefault("measured", {})[f"threads={threads}"] = {"difference": difference,
                                                                                         "largest_at": path}
     for family in spec["families"].values():
-        seen = [m["difference"] for m in family.get("measured", {}).values()]
-        seen += list(family.get("reported", {}).values())
-        family["tolerance"] = float(f"{max([family['floor']] + [spec['margin'] * d for d in seen]):.2g}")
+        family["tolerance"] = report.tolerance(family, spec["margin"])
     write_atomically(report.TOLERANCES, json.dumps(spec, indent=1) + "\n")
     print(f"wrote {report.TOLERANCES}")
     return 0

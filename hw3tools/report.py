@@ -54,8 +54,6 @@ def first_position(curve: list[float], level: float) -> int:
 VALUES: dict[str, tuple[str, Callable[[dict], float]]] = {  # field -> (the metric, in words; how to read it)
     "accuracy": ("final_test_accuracy", lambda m: m["final_test_accuracy"]),
     "ceiling": ("bayes_optimal_accuracy", lambda m: m["bayes_optimal_accuracy"]),
-    "gap": ("bayes_optimal_accuracy - final_test_accuracy",
-            lambda m: m["bayes_optimal_accuracy"] - m["final_test_accuracy"]),
     **{f"greedy_{key}": (f"sampling_study[greedy].{metric}", sampling("greedy", metric))
        for key, metric in (("rule", "rule_consistent"), ("bayes", "bayes_agreement"),
                            ("distinct", "distinct_continuations"))},
@@ -108,7 +106,6 @@ VALUES.update({
     "probe_best": ("the probe's best pair accuracy, over stages and positions",
                    lambda m: max(max(stage) for stage in m["probe"]["pair"])),
     "bayes_pair_pos3": ("probe.bayes_map_accuracy[3]", lambda m: m["probe"]["bayes_map_accuracy"][3]),
-    "bayes_pair_pos7": ("probe.bayes_map_accuracy[7]", lambda m: m["probe"]["bayes_map_accuracy"][7]),
     "model_first_084": ("first position whose per-position accuracy reaches 0.84",
                         lambda m: first_position(m["per_position_accuracy"], 0.84)),
 })
@@ -206,6 +203,9 @@ CLAIMS: list[Claim] = [
     Claim("more data helps most",
           lambda m: _ahead_on_every_seed(m, "data40k", ("epochs32", "width128")),
           lambda m: _set_paired(m, "data40k", [-0.01, -0.01])),
+    Claim("short of my aim of one point",
+          lambda m: study("data", "80000 sequences", "gap_to_ceiling")(m) > 0.01,
+          lambda m: study_config(m, "data", "80000 sequences")["gap_to_ceiling"].update(mean=0.005) or m),
     Claim("lowers the training loss further",
           lambda m: study("epochs", "32 epochs", "final_train_loss")(m) < study("data", "40000 sequences",
                                                                                "final_train_loss")(m),
@@ -342,6 +342,16 @@ def deviations(metrics: dict, record: dict, families: dict) -> dict[str, tuple[f
         if difference > largest.get(family, (-1.0, ""))[0]:
             largest[family] = (difference, path)
     return largest
+
+
+def tolerance(family: dict, margin: float) -> float:
+    """max(floor, margin x every difference measured or reported), rounded up to two significant digits."""
+    seen = [m["difference"] for m in family.get("measured", {}).values()] + list(family.get("reported", {}).values())
+    value = max([family["floor"]] + [margin * difference for difference in seen])
+    if value <= 0:
+        return 0.0
+    step = 10.0 ** (math.floor(math.log10(value)) - 1)
+    return float(f"{math.ceil(value / step - 1e-9) * step:.2g}")
 
 
 def outside_tolerance(metrics: dict, record: dict, tolerances: dict) -> list[str]:

@@ -99,7 +99,8 @@ def test_tolerances_cover_every_metric_and_follow_their_measurements():
     for name, family in tolerances["families"].items():
         measured = [m["difference"] for m in family["measured"].values()] + list(family.get("reported", {}).values())
         assert {"threads=1", "threads=4"} <= set(family["measured"]), name
-        assert family["tolerance"] >= max([family["floor"]] + [tolerances["margin"] * d for d in measured]) * 0.99
+        assert family["tolerance"] == report.tolerance(family, tolerances["margin"])
+        assert family["tolerance"] >= max([family["floor"]] + [tolerances["margin"] * d for d in measured]) * (1 - 1e-9)
 
 
 def test_a_run_beyond_tolerance_is_named():

@@ -61,8 +61,9 @@ def test_the_plan_gives_every_variant_three_seeds_and_every_lever_two_budgets_of
     variants = [run for run in runs if run.group == "variants"]
     assert {run.name for run in variants} == set(study.VARIANTS) and len(variants) == 3 * len(study.VARIANTS)
     for lever in ("epochs", "capacity", "data"):
-        budgets = {run.name for run in runs if run.group == lever}
-        assert len(budgets) >= 2 and len([run for run in runs if run.group == lever]) >= 2 * len(budgets)
+        seeds = {name: [run.seed for run in runs if run.group == lever and run.name == name]
+                 for name in {run.name for run in runs if run.group == lever}}
+        assert sum(len(s) >= 2 for s in seeds.values()) >= 2, seeds  # two budgets of two seeds at least
     assert all(run.epochs == 8 and run.train_sequences == 10000 for run in variants)
 
 

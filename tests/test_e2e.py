@@ -116,6 +116,9 @@ ALSO_BROKEN = {  # rules that cannot break alone
     "test accuracy >= 0.80 (ours)": ("every number in the report is this run's",),
     "all five embedded tests ran and passed": ("execution counts run 1..N in order",),  # an unrun cell has no count
     "every claim of the report holds for this run": ("every number in the report is this run's",),
+    # an edit of the report's prose is also a report that no longer reads as its template
+    "report has 300-600 words": ("every number in the report is this run's",),
+    "report has its five required elements": ("every number in the report is this run's",),
 }
 
 

@@ -326,7 +326,7 @@ def plot_study_levers(summary: dict):
         for config in [baseline, *study_configs(summary, lever)]:
             steps = config["steps_per_epoch"] * np.arange(1, config["epochs"] + 1)
             mean, std = np.array(config["epoch_test_accuracy_mean"]), np.array(config["epoch_test_accuracy_std"])
-            label = f"{config['name']}: {config['test_accuracy']['mean']:.3f} ± {config['test_accuracy']['std']:.3f}"
+            label = f"{config['name']}: {format_spread(config['test_accuracy'])}"
             line, = ax.plot(steps, mean, "o-", ms=2.5, label=label)
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.axhline(ceiling, ls="--", color="black", label=f"Bayes ceiling {ceiling:.3f}")

@@ -13,7 +13,7 @@ from hw3_helpers import write_atomically
 from hw3tools import report
 from hw3tools.check import check, make_zip
 from hw3tools.notebook import NOTEBOOK, ROOT, RunFailed, export_html, export_report, run_notebook
-from hw3tools.study import STUDY_DIR
+from hw3tools.study import STUDY_DIR, plan, run_study
 
 COMMANDS = {
     "run": "execute the notebook headless; its report is rendered from this run's metrics",
@@ -28,8 +28,6 @@ COMMANDS = {
 
 def study_command(jobs: int | None) -> int:
     import torch
-
-    from hw3tools.study import plan, run_study
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if jobs is None:
@@ -61,8 +59,7 @@ def rerender(out: Path) -> Path:
     build = out / "build"
     executed = build / "homework3.ipynb"
     nb = nbformat.read(executed, as_version=4)
-    quoted = report.quoted_sources(report.load_json(build / "metrics.json"))
-    report.set_report(nb, report.render(report.TEMPLATE.read_text(), quoted))
+    report.render_into(nb, report.load_json(build / "metrics.json"))
     write_atomically(executed, nbformat.writes(nb))
     export_html(executed, build / "homework3.html", images_from=out)
     export_report(executed, out / "report.md")
@@ -72,8 +69,7 @@ def rerender(out: Path) -> Path:
 def render_committed_report() -> None:
     """The source notebook's report rendered from the record and the committed study."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    quoted = report.quoted_sources(report.load_json(report.RECORD))
-    report.set_report(nb, report.render(report.TEMPLATE.read_text(), quoted))
+    report.render_into(nb, report.load_json(report.RECORD))
     nbformat.write(nb, NOTEBOOK)
 
 
@@ -116,6 +112,8 @@ def main(argv=None) -> int:
     build = args.out / "build"
     if args.command == "study":
         return study_command(args.jobs)
+    if args.command == "tolerances":  # needs the record, not a last run
+        return tolerances_command(args.out, args.threads)
     if args.command == "run":
         try:
             executed = run_notebook(NOTEBOOK, args.out, report_template=report.TEMPLATE)
@@ -133,8 +131,6 @@ def main(argv=None) -> int:
         return 0
     if args.command == "record":
         return record_command(args.out)
-    if args.command == "tolerances":
-        return tolerances_command(args.out, args.threads)
     results = check(executed, build / "metrics.json", args.out / "report.md")
     for name, passed, detail in results:
         print(f"{'PASS' if passed else 'FAIL'}  {name}" + (f"  ({detail})" if detail else ""))

@@ -280,6 +280,11 @@ def broken_claims(metrics: dict) -> list[str]:
             if not claim.holds(metrics)]
 
 
+def render_into(nb, metrics: dict, template: Path = TEMPLATE) -> None:
+    """The notebook's report cells rendered from a run's metrics and the committed study."""
+    set_report(nb, render(Path(template).read_text(), quoted_sources(metrics)))
+
+
 def set_report(nb, cells: list[str]) -> None:
     """Replace the notebook's report cells (ours, after the `Your report` heading) with `cells`."""
     import nbformat

@@ -270,7 +270,7 @@ def load_study(path: Path = STUDY_SUMMARY) -> dict | None:
         print(f"{path} is not here: this section draws the committed results of `make study` "
               f"(in the repository and the submission zip); it is skipped.")
         return None
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def study_configs(summary: dict, group: str) -> list[dict]:
@@ -278,8 +278,11 @@ def study_configs(summary: dict, group: str) -> list[dict]:
 
 
 def format_spread(stat: dict, digits: int = 3, signed: bool = False) -> str:
-    """'0.851 ± 0.002 (n=3)': mean and sample standard deviation over the seeds."""
-    return f"{stat['mean']:{'+' if signed else ''}.{digits}f} ± {stat['std']:.{digits}f} (n={len(stat['per_seed'])})"
+    """'0.851 ± 0.002 (n=3)': mean and sample standard deviation over the seeds; '0.874 (1 seed)' has no spread."""
+    mean = f"{stat['mean']:{'+' if signed else ''}.{digits}f}"
+    if len(stat["per_seed"]) < 2:
+        return f"{mean} (1 seed)"
+    return f"{mean} ± {stat['std']:.{digits}f} (n={len(stat['per_seed'])})"
 
 
 def plot_study_variants(summary: dict):
@@ -370,7 +373,7 @@ def write_metrics(metrics: dict) -> Path:
 def write_atomically(path: Path, text: str) -> None:
     """Write through a temporary file in the same folder, so readers never see half a file."""
 
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as tmp:
         tmp.write(text)
     os.replace(tmp.name, path)
 

@@ -1,6 +1,5 @@
 """make bench: speed and memory of our code as ratios measured in one run. Writes build/bench.json."""
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -14,6 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import hw3_helpers  # noqa: E402
 from hw3tools.notebook import load_definitions  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from memory import peak_kib  # noqa: E402
 
 hw = load_definitions()
 rows = []
@@ -103,13 +105,9 @@ def generation_ratios():
 
 SLIDING_CHILD = """
 import sys, time, torch
-sys.path.insert(0, {root!r})
+sys.path[:0] = [{root!r}, {bench!r}]
 from hw3tools.notebook import load_definitions
-
-
-def peak_kib():  # VmHWM: this process's peak resident memory (unlike ru_maxrss, not inherited from the parent)
-    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
-
+from memory import peak_kib
 
 hw = load_definitions()
 q, k, v = (torch.randn(1, 4, {seq_len}, 16) for _ in range(3))
@@ -121,7 +119,8 @@ with torch.no_grad():
         hw.banded_sliding_attention(q, k, v, weights, rope, 0.25, 128)
     else:
         hw.calculate_sliding_attention(q, k, v, weights, rope, 0.25, q.device, 128)
-print(time.perf_counter() - started, peak_kib() - before)
+after = peak_kib()
+print(time.perf_counter() - started, None if after is None else after - before)
 """
 
 
@@ -134,19 +133,26 @@ def sliding_window_scaling():
     results = {}
     for variant in ("graded", "banded"):
         for seq_len in (256, 1024, 2048, 4096):
-            code = SLIDING_CHILD.format(root=str(ROOT), seq_len=seq_len, banded=variant == "banded")
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-            run_seconds, peak_kib = out.split()
-            results[f"{variant} {seq_len}"] = {"seconds": float(run_seconds), "peak_mib": int(peak_kib) / 1024}
+            code = SLIDING_CHILD.format(root=str(ROOT), bench=str(ROOT / "bench"), seq_len=seq_len,
+                                        banded=variant == "banded")
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8",
+                                 check=True).stdout
+            run_seconds, grown_kib = out.split()
+            grown_mib = None if grown_kib == "None" else int(grown_kib) / 1024
+            results[f"{variant} {seq_len}"] = {"seconds": float(run_seconds), "peak_mib": grown_mib}
             print(f"  {variant} sliding-window attention, length {seq_len:>5}: {float(run_seconds) * 1e3:7.1f} ms, "
-                  f"peak memory +{int(peak_kib) / 1024:7.1f} MiB", flush=True)
+                  + ("peak memory not readable on this system" if grown_mib is None else
+                     f"peak memory +{grown_mib:7.1f} MiB"), flush=True)
     def growth(variant):  # 4x the length: ~4x the memory if linear, ~16x if quadratic
         return results[f"{variant} 4096"]["peak_mib"] / max(results[f"{variant} 1024"]["peak_mib"], 1e-3)
 
-    record("sliding window, graded: memory 4096 / 1024", growth("graded"), "-", True,
-           "quadratic (~16x) by design: the formula's full T x T mask")
-    record("sliding window, banded: memory 4096 / 1024", growth("banded"), "<= 6", growth("banded") <= 6,
-           "linear would be ~4x")
+    if results["graded 4096"]["peak_mib"] is None:
+        print(f"  peak memory: not readable on {sys.platform} (Linux, macOS and Windows are)")
+    else:
+        record("sliding window, graded: memory 4096 / 1024", growth("graded"), "-", True,
+               "quadratic (~16x) by design: the formula's full T x T mask")
+        record("sliding window, banded: memory 4096 / 1024", growth("banded"), "<= 6", growth("banded") <= 6,
+               "linear would be ~4x")
     speedup = results["graded 4096"]["seconds"] / results["banded 4096"]["seconds"]
     record("sliding window at 4096: graded time / banded", speedup, "-", True,
            "outputs equal: tests/test_banded.py")
@@ -162,7 +168,7 @@ def make_run_seconds():
     if not timings.exists():
         print("  whole make run: no build/run_timings.json yet (run `make run` first)")
         return None
-    total = json.loads(timings.read_text())["total_seconds"]
+    total = json.loads(timings.read_text(encoding="utf-8"))["total_seconds"]
     verdict = "met" if total <= MAKE_RUN_GOAL_SECONDS else "MISSED"
     print(f"  whole make run (last run, from build/run_timings.json): {total:.0f} s, goal <= "
           f"{MAKE_RUN_GOAL_SECONDS} s: {verdict}", flush=True)
@@ -193,9 +199,10 @@ if __name__ == "__main__":
     run_s = make_run_seconds()
     out = ROOT / "build" / "bench.json"
     out.parent.mkdir(exist_ok=True)
+    peak = peak_kib()
     out.write_text(json.dumps({"torch_version": torch.__version__, "rows": rows, "sliding_window": sliding,
                                "data_generation_seconds": data_s, "make_run_seconds": run_s,
                                "make_run_goal_seconds": MAKE_RUN_GOAL_SECONDS,
-                               "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
-                              indent=2) + "\n")
+                               "peak_rss_mib": None if peak is None else peak / 1024},
+                              indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")

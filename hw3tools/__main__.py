@@ -1,151 +1,171 @@
-"""make's entry point: python -m hw3tools run | check | zip | report | record | tolerances | study."""
-from __future__ import annotations
+"""python -m hw3tools COMMAND: the one entry point, with or without make (Windows has none).
 
-import argparse
-import json
+This module needs only the standard library, so it runs on the interpreter you start it with: it checks that
+interpreter, builds the environment .venv from requirements.txt, then runs the command with .venv's Python
+(hw3tools.cli). `make run` is `python3 -m hw3tools run`; on Windows type `py -m hw3tools run`.
+It is written for old interpreters too (no syntax newer than 3.6), so that one that is too old gets told what to do.
+"""
+import hashlib
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-import nbformat
-
-from hw3_helpers import write_atomically
-from hw3tools import report
-from hw3tools.check import check, make_zip
-from hw3tools.notebook import NOTEBOOK, ROOT, RunFailed, export_html, export_report, run_notebook
-from hw3tools.study import STUDY_DIR, plan, run_study
-
+ROOT = Path(__file__).resolve().parents[1]
+VENV = ROOT / ".venv"
+REQUIREMENTS = ROOT / "requirements.txt"
+MINIMUM = (3, 11)
+NEWEST_FIRST = ("3.14", "3.13", "3.12", "3.11")
+TORCH_PIN = "2.13.0"
+TESTED_TORCH = ("2.11", "2.13")  # a torch of these minor versions already installed is reused, not downloaded
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 COMMANDS = {
-    "run": "execute the notebook headless; its report is rendered from this run's metrics",
+    "setup": "check the interpreter and build .venv (then nothing else)",
+    "run": "execute the notebook headless: build/, figures/, report.md (HW3_DEVICE, HW3_NUM_THREADS)",
+    "test": "unit tests and one end-to-end run of the notebook (pytest arguments may follow)",
     "check": "the grading rubric, rule by rule, for the last run",
-    "zip": "check, then the Moodle archive",
-    "report": "render the last run's report from its metrics again (after a run made another way, or an edit)",
-    "record": "developers: make the last run the record that the committed notebook's report quotes",
+    "zip": "check, then build/hw3_submission.zip for Moodle",
+    "study": "the multi-seed study of variants and levers (resumes where it stopped): study/",
+    "bench": "speed and memory ratios: build/bench.json",
+    "lint": "ruff over the module, tooling, tests, benchmark and notebook",
+    "clean": "remove build outputs and caches (keeps .venv, refuses to drop an edited executed notebook)",
+    "pins": "check with pip's resolver that requirements.txt installs on Python 3.11-3.14, Linux/macOS/Windows",
+    "record": "developers: make the last run the record that the tests hold fresh runs to",
     "tolerances": "developers: measure how far runs on other thread counts fall from the record",
-    "study": "the multi-seed study of variants and levers (resumes where it stopped)",
 }
 
 
-def study_command(jobs: int | None) -> int:
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if jobs is None:
-        jobs = 2 if device == "cpu" and (os.cpu_count() or 1) >= 2 else 1
-    if jobs < 1:
-        print(f"error: --jobs must be >= 1, got {jobs}")
-        return 1
-    summary = run_study(plan(), STUDY_DIR, jobs=jobs, device=device)
-    print(f"wrote {STUDY_DIR / 'summary.json'} ({len(summary['configs'])} configurations) and "
-          f"{', '.join(str(p) for p in report_study_figures(summary))}")
-    if report.RECORD.exists():  # the committed report quotes the study: keep it in step
-        render_committed_report()
-        print(f"rendered {NOTEBOOK.name}'s report from {report.RECORD} and the new summary")
-    return 0
+def version_text(info=None):
+    info = info or sys.version_info
+    return ".".join(str(part) for part in info[:3])
 
 
-def report_study_figures(summary: dict) -> list[Path]:
-    """The study's figures, as the notebook draws them, into figures/."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import hw3_helpers
-
-    return [hw3_helpers.save_figure(fig, name) for name, fig in hw3_helpers.study_figures(summary).items()]
-
-
-def rerender(out: Path) -> Path:
-    """The executed notebook's report cells rendered from its run's metrics; HTML and report.md exported again."""
-    build = out / "build"
-    executed = build / "homework3.ipynb"
-    nb = nbformat.read(executed, as_version=4)
-    report.render_into(nb, report.load_json(build / "metrics.json"))
-    write_atomically(executed, nbformat.writes(nb))
-    export_html(executed, build / "homework3.html", images_from=out)
-    export_report(executed, out / "report.md")
-    return executed
+def interpreter_problem(info=None, find=shutil.which):
+    """None if this interpreter will do; else (a fitting interpreter found on the PATH or None, the message)."""
+    info = info or sys.version_info
+    if tuple(info[:2]) >= MINIMUM:
+        return None
+    for version in NEWEST_FIRST:
+        found = find("python" + version)
+        if found:
+            return found, (f"Python {version_text(info)} is too old for hw3 (it needs 3.11 or newer); "
+                           f"using {found} instead.")
+    return None, (
+        f"Python {version_text(info)} is too old for hw3: it needs Python 3.11 or newer, and none was found on "
+        "the PATH "
+        "(looked for python3.14 ... python3.11). Nothing was installed.\n"
+        "  - Point make at a newer one: make run PYTHON=python3.12 (or any path to a Python >= 3.11).\n"
+        "  - macOS: brew install python@3.12, or the installer from https://www.python.org/downloads/\n"
+        "  - Ubuntu/Debian: sudo apt install python3.12 python3.12-venv (Ubuntu 22.04: from the deadsnakes PPA)\n"
+        "  - Windows: the installer from https://www.python.org/downloads/, then py -3.12 -m hw3tools run")
 
 
-def render_committed_report() -> None:
-    """The source notebook's report rendered from the record and the committed study."""
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    report.render_into(nb, report.load_json(report.RECORD))
-    nbformat.write(nb, NOTEBOOK)
+def venv_python():
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
-def record_command(out: Path) -> int:
-    """build/metrics.json becomes report/record.json; the source notebook's report is rendered from it."""
-    metrics = out / "build" / "metrics.json"
-    shutil.copyfile(metrics, report.RECORD)
-    render_committed_report()
-    print(f"recorded {metrics} as {report.RECORD}; {NOTEBOOK.name}'s report is rendered from it and {STUDY_DIR}")
-    return 0
+def installed_torch():
+    """The torch version this interpreter already has (conda, a lab machine), or None; never imports torch."""
+    try:
+        from importlib import metadata
+        return metadata.version("torch")
+    except Exception:
+        return None
 
 
-def tolerances_command(out: Path, thread_counts: list[int]) -> int:
-    """Run the notebook once per thread count and write each family's largest difference from the record."""
-    spec = report.load_json(report.TOLERANCES)
-    record = report.load_json(report.RECORD)
-    for threads in thread_counts:
-        target = out / "build" / "tolerance-runs" / f"threads-{threads}"
-        print(f"--- run with {threads} threads into {target}")
-        run_notebook(NOTEBOOK, target, env={"HW3_NUM_THREADS": str(threads)})
-        measured = report.deviations(report.load_json(target / "build" / "metrics.json"), record, spec["families"])
-        for family, (difference, path) in measured.items():
-            spec["families"][family].setdefault("measured", {})[f"threads={threads}"] = {"difference": difference,
-                                                                                        "largest_at": path}
-    for family in spec["families"].values():
-        family["tolerance"] = report.tolerance(family, spec["margin"])
-    write_atomically(report.TOLERANCES, json.dumps(spec, indent=1) + "\n")
-    print(f"wrote {report.TOLERANCES}")
-    return 0
+def torch_plan(choice):
+    """How .venv gets torch: ('reuse', version) | ('cpu', None) | ('pin', None)."""
+    if choice == "cpu":
+        return "cpu", None
+    present = installed_torch()
+    if choice != "pin" and present and present.split("+")[0].rsplit(".", 1)[0] in TESTED_TORCH:
+        return "reuse", present
+    return "pin", None
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hw3tools", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=COMMANDS, help="; ".join(f"{k}: {v}" for k, v in COMMANDS.items()))
-    parser.add_argument("--out", type=Path, default=ROOT, help="folder for build/, figures/ and report.md")
-    parser.add_argument("--jobs", type=int, default=None, help="study: runs in parallel (default: 2 on a CPU "
-                        "with at least 2 cores, else 1; 1 on a GPU)")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 4], help="tolerances: thread counts to run")
-    args = parser.parse_args(argv)
-    build = args.out / "build"
-    if args.command == "study":
-        return study_command(args.jobs)
-    if args.command == "tolerances":  # needs the record, not a last run
-        return tolerances_command(args.out, args.threads)
-    if args.command == "run":
-        try:
-            executed = run_notebook(NOTEBOOK, args.out, report_template=report.TEMPLATE)
-        except RunFailed as failure:
-            print(f"error: {failure}")
+def stamp(plan):
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes())
+    for name in ("requirements-notebook.txt",):
+        digest.update((ROOT / name).read_bytes())
+    digest.update(repr(plan).encode("utf-8"))
+    return VENV / (".installed-" + digest.hexdigest()[:12])
+
+
+def run(command, **kwargs):
+    print("+ " + " ".join(str(part) for part in command), flush=True)
+    subprocess.run([str(part) for part in command], check=True, **kwargs)
+
+
+def setup(choice):
+    """.venv with requirements.txt installed, built once per requirements and torch choice."""
+    plan = torch_plan(choice)
+    done = stamp(plan)
+    if done.exists() and venv_python().exists():
+        return
+    if plan[0] == "reuse":
+        print(f"Reusing torch {plan[1]} from {sys.prefix} (a version hw3 was tested with): .venv sees it through "
+              "--system-site-packages; the rest of requirements.txt goes into .venv.")
+    run([sys.executable, "-m", "venv"] + (["--system-site-packages"] if plan[0] == "reuse" else []) + [VENV])
+    pip = [venv_python(), "-m", "pip", "install", "--disable-pip-version-check"]
+    if plan[0] == "cpu":
+        print(f"Installing the CPU build of torch {TORCH_PIN} (about 0.2 GB) from {CPU_INDEX}")
+        run(pip + ["torch==" + TORCH_PIN, "--index-url", CPU_INDEX])
+    requirements = REQUIREMENTS
+    if plan[0] == "reuse":
+        requirements = VENV / "requirements-without-torch.txt"
+        lines = (ROOT / "requirements-notebook.txt").read_text(encoding="utf-8").splitlines()
+        lines = [line for line in lines if not line.strip().startswith("torch")]
+        lines += [line for line in REQUIREMENTS.read_text(encoding="utf-8").splitlines()
+                  if not line.strip().startswith(("-r", "torch"))]
+        requirements.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run(pip + ["--quiet", "-r", requirements], cwd=str(ROOT))
+    for old in VENV.glob(".installed-*"):
+        old.unlink()
+    done.touch()
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    torch_choice = os.environ.get("HW3_TORCH", "").strip()
+    if argv[:1] == ["--torch"] and len(argv) > 1:
+        torch_choice, argv = argv[1], argv[2:]
+    if not argv or argv[0] not in COMMANDS:
+        print("usage: python -m hw3tools [--torch cpu|pin] COMMAND [arguments]\n")
+        for name, what in COMMANDS.items():
+            print(f"  {name:<11} {what}")
+        return 0 if not argv or argv[0] in ("-h", "--help", "help") else 2
+    if torch_choice not in ("", "cpu", "pin"):
+        print(f"error: --torch (or TORCH=) must be cpu or pin, got {torch_choice!r}")
+        return 2
+    problem = interpreter_problem()
+    if problem is not None:
+        better, message = problem
+        print(message, flush=True)
+        if better is None:
             return 1
-        print(f"wrote {executed}, {build / 'homework3.html'}, {args.out / 'report.md'}, {build / 'metrics.json'}")
-        return 0
-    executed = build / "homework3.ipynb"
-    if not executed.exists():
-        print(f"error: {executed} does not exist; run `make run` first")
+        return subprocess.call([better, "-m", "hw3tools"] + (["--torch", torch_choice] if torch_choice else [])
+                               + argv, cwd=str(ROOT))
+    if argv[0] == "pins":
+        from hw3tools.pins import main as pins_main  # standard library only, no .venv needed
+        return pins_main(argv[1:])
+    try:
+        setup(torch_choice)
+    except subprocess.CalledProcessError as failure:
+        print(f"error: building .venv failed ({failure}); fix the cause above and run the command again")
         return 1
-    if args.command == "report":
-        print(f"rendered the report of {rerender(args.out)} from {build / 'metrics.json'}")
+    if argv[0] == "setup":
+        print(f"{VENV} is ready ({venv_python()})")
         return 0
-    if args.command == "record":
-        return record_command(args.out)
-    results = check(executed, build / "metrics.json", args.out / "report.md")
-    for name, passed, detail in results:
-        print(f"{'PASS' if passed else 'FAIL'}  {name}" + (f"  ({detail})" if detail else ""))
-    failed = [name for name, passed, _ in results if not passed]
-    if failed:
-        refusal = "; no zip written" if args.command == "zip" else ""
-        print(f"check failed: {len(failed)} of {len(results)} rules{refusal}")
-        return 1
-    print(f"check passed: {len(results)} rules")
-    if args.command == "check":
-        return 0
-    members = make_zip(executed, args.out, build / "hw3_submission.zip")
-    print(f"wrote {build / 'hw3_submission.zip'}: {', '.join(members)}")
-    return 0
+    if argv[0] == "test":
+        return subprocess.call([str(venv_python()), "-m", "pytest"] + argv[1:], cwd=str(ROOT))
+    if argv[0] == "lint":
+        return subprocess.call([str(venv_python()), "-m", "ruff", "check", "hw3_helpers.py", "hw3tools", "tests",
+                                "bench", "homework3.ipynb"], cwd=str(ROOT))
+    if argv[0] == "bench":
+        return subprocess.call([str(venv_python()), str(ROOT / "bench" / "bench.py")] + argv[1:], cwd=str(ROOT))
+    return subprocess.call([str(venv_python()), "-m", "hw3tools.cli"] + argv, cwd=str(ROOT))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -81,6 +81,17 @@ def handed_out_lines(nb) -> list[str]:
     return lines
 
 
+def handed_out_cells(nb) -> list[tuple[str, str]]:
+    """(fingerprint, first line) of every cell not tagged `added`, TODO bodies removed: what a grader compares."""
+    cells = []
+    for cell in nb.cells:
+        if is_added(cell):
+            continue
+        lines = significant_lines(strip_todo_bodies(cell.source) if cell.cell_type == "code" else cell.source)
+        cells.append((fingerprint([cell.cell_type, *lines]), lines[0] if lines else ""))
+    return cells
+
+
 def fingerprint(lines: list[str]) -> str:
 
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
@@ -99,23 +110,27 @@ def cell_title(cell) -> str:
 
 
 def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: int = 900, log=print,
-                 env: dict[str, str] | None = None, report_template: Path | None = None) -> Path:
-    """Execute `source` top to bottom in a fresh kernel; write out_root/build/homework3.ipynb, HTML and report.
+                 env: dict[str, str] | None = None) -> Path:
+    """Execute `source` top to bottom in a fresh kernel; write out_root/build/homework3.ipynb, HTML and report.md.
 
     The source notebook is only read. `env` adds environment variables for the kernel, such as HW3_DEVICE or
-    HW3_NUM_THREADS (the kernel also inherits this process's). With `report_template`, the executed notebook's
-    report cells are rendered from the metrics this run wrote, so its report quotes its own numbers. On a failing
-    or hung cell the partly executed notebook is kept as build/homework3.failed.ipynb and RunFailed names the cell.
+    HW3_NUM_THREADS (the kernel also inherits this process's). The report is the kernel's own: its cells format the
+    run's variables, and report.md is exported from what they displayed. A previous executed notebook that someone
+    edited is never overwritten (EditedNotebook names it). On a failing or hung cell the partly executed notebook
+    is kept as build/homework3.failed.ipynb and RunFailed names the cell.
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     source, out_root = Path(source).resolve(), Path(out_root).resolve()
     build = out_root / "build"
+    refuse_to_overwrite_edits(build / "homework3.ipynb")
     build.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(source, as_version=4)
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(source.parent)}})
+                            resources={"metadata": {"path": str(source.parent)}},
+                            # the kernel's start-up warnings (TCP without encryption on a local socket) are noise
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
     code_cells = [(index, cell) for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
     cell_seconds = []
     run_started = time.perf_counter()
@@ -136,6 +151,8 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
                     reason = lines[-1] if lines else type(error).__name__
                     raise RunFailed(f"cell {number} ({cell_title(cell)!r}) failed: {reason}\n"
                                     f"The partly executed notebook is in {build / 'homework3.failed.ipynb'}") from None
+                finally:
+                    cell.outputs = terminal_streams(cell.outputs)
                 cell_seconds.append(time.perf_counter() - started)
                 log(f"{cell_seconds[-1]:.1f} s")
     finally:
@@ -144,13 +161,10 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    if report_template is not None:
-        from hw3tools.report import load_json, render_into
-
-        try:
-            render_into(nb, load_json(build / "metrics.json"), report_template)
-        except (KeyError, FileNotFoundError) as missing:  # keep the run; `make check` names what the report lacks
-            log(f"the report was not rendered from this run: {missing}")
+    for cell in nb.cells:
+        if REPORT_TAG in cell.metadata.get("tags", []):  # the executed report reads as prose; its code is a click away
+            cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
+    nb.metadata[RUN_KEY] = {"sources_sha256": sources_fingerprint(nb)}
     executed = build / "homework3.ipynb"
     write_atomically(executed, nbformat.writes(nb))
     (build / "homework3.failed.ipynb").unlink(missing_ok=True)
@@ -161,30 +175,102 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
     return executed
 
 
+_OVERWRITTEN_BY_CR = re.compile(r"[^\n]*\r(?=[^\n])")
+
+
+def terminal_streams(outputs: list) -> list:
+    """Outputs as a terminal shows them: consecutive stream outputs of one name merged, and every line that a
+    carriage return redraws (tqdm's progress bar) reduced to its last state. Order between stdout and stderr is
+    kept, so each epoch's final bar stays next to the accuracy printed after it."""
+    merged = []
+    for output in outputs:
+        if (output.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
+                and merged[-1]["name"] == output["name"]):
+            merged[-1]["text"] += output["text"]
+        else:
+            merged.append(output)
+    for output in merged:
+        if output.get("output_type") == "stream" and "\r" in output["text"]:
+            output["text"] = _OVERWRITTEN_BY_CR.sub("", output["text"].replace("\r\n", "\n"))
+    return merged
+
+
+RUN_KEY = "hw3_run"  # notebook metadata of an executed notebook: what it was run from
+
+
+def sources_fingerprint(nb) -> str:
+    """The cells' types and sources: what a person edits (outputs, counts and metadata aside)."""
+    return fingerprint([f"{cell.cell_type}:{cell.source}" for cell in nb.cells])
+
+
+class EditedNotebook(RuntimeError):
+    """An executed notebook was edited after its run; overwriting it would lose those edits."""
+
+
+def edited_since_run(executed: Path) -> bool:
+    """Whether someone changed a cell of an executed notebook after the run that wrote it."""
+    nb = nbformat.read(executed, as_version=4)
+    recorded = nb.metadata.get(RUN_KEY, {}).get("sources_sha256")
+    return recorded is not None and recorded != sources_fingerprint(nb)
+
+
+def first_difference(a, b) -> int | None:
+    """The first cell (from 1) whose type or source differs between two notebooks, or None."""
+    pairs = list(zip(a.cells, b.cells, strict=False))
+    for number, (x, y) in enumerate(pairs, start=1):
+        if x.cell_type != y.cell_type or x.source.strip() != y.source.strip():
+            return number
+    return None if len(a.cells) == len(b.cells) else len(pairs) + 1
+
+
+def refuse_to_overwrite_edits(executed: Path) -> None:
+    if executed.exists() and edited_since_run(executed):
+        raise EditedNotebook(
+            f"{executed} was edited after it was run; a new run would overwrite it. Edits belong in "
+            f"{NOTEBOOK.name} (build/ is rewritten by every run): copy yours there, then delete or rename "
+            f"{executed} and run again.")
+
+
 def export_html(notebook: Path, target: Path, images_from: Path) -> None:
-    """nbconvert's HTML export with the figures the markdown links embedded, so it reads anywhere."""
+    """nbconvert's HTML export with the figures the markdown links embedded, so it reads anywhere; the report
+    cells show their text, not the code that formats it."""
     from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
 
     exporter = HTMLExporter(embed_images=True)
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags=[REPORT_TAG], enabled=True), enabled=True)
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4),
                                           resources={"metadata": {"path": str(images_from)}})
     write_atomically(target, body)
 
 
 REPORT_HEADING = "## Your report"
+REPORT_TAG = "report"  # our report cells: code that displays one part of the report as markdown
+REPORT_CHECK_TAG = "report-check"  # the cells under the report that check it: not part of it
 
 
 def report_cells(nb) -> list:
-    """Our markdown cells after the assignment's `Your report` heading: the report itself."""
+    """The cells after the assignment's `Your report` heading that make up the report: every one of them (a
+    student's own markdown cells included) except the check under it. No heading, no report."""
     start = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
                   and c.source.lstrip().startswith(REPORT_HEADING)), None)
     if start is None:
-        raise ValueError(f"no markdown cell starts with {REPORT_HEADING!r}")
-    return [c for c in nb.cells[start + 1:] if c.cell_type == "markdown" and is_added(c)]
+        return []
+    return [c for c in nb.cells[start + 1:] if REPORT_CHECK_TAG not in c.get("metadata", {}).get("tags", [])]
 
 
 def report_text(nb) -> str:
-    return "\n\n".join(cell.source.strip() for cell in report_cells(nb)) + "\n"
+    """The report as it reads in the executed notebook: markdown cells as written, code cells by the markdown
+    they displayed (nothing for a cell that has not run)."""
+    parts = []
+    for cell in report_cells(nb):
+        if cell.cell_type == "markdown":
+            parts.append(cell.source.strip())
+        elif cell.cell_type == "code":
+            parts += [str(output["data"]["text/markdown"]).strip() for output in cell.get("outputs", [])
+                      if output.get("output_type") in ("display_data", "execute_result")
+                      and "text/markdown" in output.get("data", {})]
+    return "\n\n".join(part for part in parts if part) + "\n"
 
 
 def export_report(notebook: Path, target: Path) -> None:
@@ -195,12 +281,3 @@ def export_report(notebook: Path, target: Path) -> None:
 def linked_images(markdown: str) -> list[str]:
 
     return re.findall(r"!\[[^\]]*\]\(([^)\s]+)", markdown)
-
-
-def report_words(markdown: str) -> int:
-    """Words a reader reads: image links, markup and table rules left out."""
-
-    text = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", markdown)
-    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
-    return len(re.findall(r"[A-Za-z0-9][A-Za-z0-9.,%'’\-]*", text))
-

@@ -150,7 +150,7 @@ def run_study(runs: list[Run], out_dir: Path = STUDY_DIR, jobs: int = 1, device:
             bar.set_postfix_str(f"{record['run_id']}: {record['test_accuracy']:.4f}")
             bar.update()
     bar.close()
-    summary = summarize([json.loads((runs_dir / f"{run.run_id}.json").read_text()) for run in runs])
+    summary = summarize([json.loads((runs_dir / f"{run.run_id}.json").read_text(encoding="utf-8")) for run in runs])
     hw3_helpers.write_atomically(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hw3_helpers
-from hw3tools import report
+from hw3tools import record
 from hw3tools.notebook import NOTEBOOK, is_added, load_definitions, run_notebook
 
 OPTIONS = [{}, {"num_kv_heads": 2}, {"use_moe": True, "num_experts": 4, "top_k": 2},
@@ -63,7 +63,7 @@ def test_added_cells_and_the_companion_module_make_tensors_on_a_device():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     sources = {f"added cell {i}": "\n".join(line for line in c.source.splitlines() if not line.startswith("%"))
                for i, c in enumerate(nb.cells) if c.cell_type == "code" and is_added(c)}
-    sources["hw3_helpers.py"] = open(hw3_helpers.__file__).read()
+    sources["hw3_helpers.py"] = open(hw3_helpers.__file__, encoding="utf-8").read()
     offenders = {where: found for where, source in sources.items() if (found := device_free_factories(source))}
     assert offenders == {}
 
@@ -171,19 +171,19 @@ def test_per_position_accuracy_on_cuda_equals_the_cpu(hw, hw_cuda):
 def test_the_whole_notebook_runs_on_cuda_and_lands_near_the_cpu_record(tmp_path):
     """HW3_DEVICE=cuda moves training and every added cell to the GPU; the notebook on disk is only read."""
     before = NOTEBOOK.read_bytes()
-    executed = run_notebook(NOTEBOOK, tmp_path, env={"HW3_DEVICE": "cuda"}, report_template=report.TEMPLATE)
+    executed = run_notebook(NOTEBOOK, tmp_path, env={"HW3_DEVICE": "cuda"})
     assert NOTEBOOK.read_bytes() == before
     nb = nbformat.read(executed, as_version=4)
     errors = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "code"
               for o in c.outputs if o.output_type == "error"]
     assert errors == []
     assert any("device: cuda" in o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    metrics = report.load_json(tmp_path / "build" / "metrics.json")
+    metrics = record.load_json(tmp_path / "build" / "metrics.json")
     assert metrics["final_test_accuracy"] >= 0.80 and metrics["kv_cache"]["identical_to_generate"] is True
-    # Training on the GPU lands within the tolerances that include issue 8's GPU measurements. The sampling study
+    # Training on the GPU lands within the tolerances, which include GPU measurements. The sampling study
     # is not compared: CUDA's random stream differs from the CPU's, so other tokens are drawn.
-    tolerances = report.load_json(report.TOLERANCES)
+    tolerances = record.load_json(record.TOLERANCES)
     compared = {name: family for name, family in tolerances["families"].items()
                 if name in ("final_test_accuracy", "per_position_accuracy", "bayes ceiling (data only)")}
-    far = report.deviations(metrics, report.load_json(report.RECORD), compared | {"rest": {"paths": ""}})
+    far = record.deviations(metrics, record.load_json(record.RECORD), compared | {"rest": {"paths": ""}})
     assert all(far[name][0] <= family["tolerance"] for name, family in compared.items()), far

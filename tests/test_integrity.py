@@ -9,7 +9,7 @@ from hw3tools import notebook as hw3
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = ROOT.parent / "shared" / "assignment" / "000_900078325203ea3f.txt"
-MANIFEST = json.loads((Path(__file__).parent / "handed_out.json").read_text())
+MANIFEST = json.loads((Path(__file__).parent / "handed_out.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def test_handed_out_text_matches_the_manifest(nb):
 
 @pytest.mark.skipif(not ASSIGNMENT.exists(), reason="the assignment text lives outside this clone")
 def test_handed_out_text_matches_the_assignment(nb):
-    expected = hw3.significant_lines(ASSIGNMENT.read_text())
+    expected = hw3.significant_lines(ASSIGNMENT.read_text(encoding="utf-8"))
     actual = hw3.handed_out_lines(nb)
     first_difference = next((i for i, (a, b) in enumerate(zip(actual, expected, strict=False)) if a != b), None)
     assert first_difference is None, f"line {first_difference}: {actual[first_difference]!r} != " \
@@ -69,3 +69,20 @@ def test_committed_notebook_is_clean(nb):
             assert cell.outputs == [] and cell.execution_count is None
         assert set(cell.metadata) <= {"tags"}
     assert set(nb.metadata) <= {"kernelspec", "language_info"}
+
+
+def test_the_manifest_fingerprints_each_handed_out_cell_of_the_notebook(nb):
+    assert [c["sha256"] for c in MANIFEST["cells"]] == [fingerprint for fingerprint, _ in hw3.handed_out_cells(nb)]
+
+
+def test_cells_a_student_adds_are_allowed_and_a_changed_given_cell_is_named(nb):
+    from hw3tools.check import handed_out_intact
+
+    student = nbformat.v4.new_markdown_cell("My own note between two given cells, not tagged.")
+    nb = nbformat.from_dict(nb)
+    nb.cells.insert(30, student)
+    assert handed_out_intact(nb)[0]
+    router = next(c for c in nb.cells if c.source.startswith("class Router"))
+    router.source = router.source.replace("def forward", "def forward_renamed", 1)
+    intact, detail = handed_out_intact(nb)
+    assert not intact and "class Router" in detail

@@ -17,9 +17,13 @@ def write_notebook(path: Path, *cells) -> Path:
     return path
 
 
-def report_cell(text):
-    cell = new_markdown_cell(text)
-    cell.metadata["tags"] = [hw3.ADDED_TAG]
+REPORT_HEADING = "## Your report (min 300 words - max 600 words) (2 points)"
+
+
+def report_code(text):
+    """A report cell as the notebook writes them: code that displays markdown."""
+    cell = new_code_cell(f"from IPython.display import Markdown, display\ndisplay(Markdown({text!r}))")
+    cell.metadata["tags"] = [hw3.ADDED_TAG, hw3.REPORT_TAG]
     return cell
 
 
@@ -48,21 +52,73 @@ def test_a_successful_run_writes_notebook_html_and_report(tmp_path):
     source = write_notebook(
         tmp_path / "toy.ipynb",
         new_code_cell("import os\nprint(os.environ['HW3_OUTPUT_DIR'])"),
-        new_markdown_cell("## Your report (min 300 words - max 600 words) (2 points)"),
-        new_markdown_cell("The assignment's instructions, not part of the report."),
-        report_cell("First paragraph of the report."), report_cell("![a figure](figures/f.png)\n\nSecond."),
+        new_markdown_cell(REPORT_HEADING),
+        report_code("First paragraph of the report, computed: " + "{}"),
+        report_code("![a figure](figures/f.png)\n\nSecond."),
     )
     lines = []
     executed = hw3.run_notebook(source, tmp_path / "out", log=lambda *a, **k: lines.append(a[0]))
-    assert lines[0].startswith("[1/1] import os")
+    assert lines[0].startswith("[1/3] import os")
     nb = nbformat.read(executed, as_version=4)
     assert str(tmp_path / "out") in nb.cells[0].outputs[0]["text"], "the kernel did not get the output folder"
-    assert (tmp_path / "out" / "build" / "homework3.html").read_text().startswith("<!DOCTYPE html>")
-    report = (tmp_path / "out" / "report.md").read_text()
-    assert report == "First paragraph of the report.\n\n![a figure](figures/f.png)\n\nSecond.\n"
+    html = (tmp_path / "out" / "build" / "homework3.html").read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and "First paragraph" in html
+    assert "display(Markdown(" not in html, "the HTML shows the report's code instead of only its text"
+    assert all(c.metadata["jupyter"]["source_hidden"] for c in nb.cells if hw3.REPORT_TAG in c.metadata.get("tags", []))
+    report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert report == "First paragraph of the report, computed: {}\n\n![a figure](figures/f.png)\n\nSecond.\n"
     assert hw3.linked_images(report) == ["figures/f.png"]
-    timings = json.loads((tmp_path / "out" / "build" / "run_timings.json").read_text())
-    assert len(timings["cell_seconds"]) == 1 and timings["total_seconds"] >= timings["cell_seconds"][0]
+    timings = json.loads((tmp_path / "out" / "build" / "run_timings.json").read_text(encoding="utf-8"))
+    assert len(timings["cell_seconds"]) == 3 and timings["total_seconds"] >= timings["cell_seconds"][0]
+
+
+def test_the_report_is_what_the_kernel_displayed_plus_the_students_own_markdown_cells():
+    nb = new_notebook(cells=[new_markdown_cell("Instructions"), new_markdown_cell(REPORT_HEADING),
+                             report_code("x"), new_markdown_cell("A paragraph the student added, untagged."),
+                             new_code_cell("print('a plot, not prose')"), new_markdown_cell("The check, not report.")])
+    nb.cells[2].outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": "Computed: 0.851."})]
+    nb.cells[4].outputs = [nbformat.v4.new_output("stream", name="stdout", text="a plot, not prose\n")]
+    nb.cells[5].metadata["tags"] = [hw3.ADDED_TAG, hw3.REPORT_CHECK_TAG]
+    assert hw3.report_text(nb) == "Computed: 0.851.\n\nA paragraph the student added, untagged.\n"
+
+
+def test_progress_bars_keep_their_last_state_and_their_place_between_prints():
+    stream = lambda name, text: nbformat.v4.new_output("stream", name=name, text=text)  # noqa: E731
+    outputs = [stream("stdout", "0: Avg eval accuracy 0.1\n"),
+               stream("stderr", "\r0it [00:00, ?it/s]"), stream("stderr", "\r40it [00:09,  4.1it/s]"),
+               stream("stderr", "\r79it [00:19,  4.0it/s]"), stream("stderr", "\r79it [00:19,  4.0it/s]\n"),
+               stream("stdout", "0: Avg eval accuracy 0.46\n"), stream("stderr", "\r0it [00:00, ?it/s]"),
+               stream("stderr", "\r79it [00:17,  4.5it/s]\n")]
+    merged = hw3.terminal_streams(outputs)
+    assert [(o["name"], o["text"]) for o in merged] == [
+        ("stdout", "0: Avg eval accuracy 0.1\n"), ("stderr", "79it [00:19,  4.0it/s]\n"),
+        ("stdout", "0: Avg eval accuracy 0.46\n"), ("stderr", "79it [00:17,  4.5it/s]\n")]
+
+
+def test_a_real_tqdm_loop_leaves_one_line_per_bar_and_the_kernel_prints_no_warnings(tmp_path, capfd):
+    source = write_notebook(tmp_path / "toy.ipynb", new_code_cell(
+        "from tqdm import tqdm\nimport time\nfor epoch in range(3):\n"
+        "    for i in tqdm(range(50), mininterval=0):\n        time.sleep(0.001)\n    print(f'epoch {epoch} done')"))
+    executed = hw3.run_notebook(source, tmp_path / "out", log=lambda *a, **k: None)
+    outputs = nbformat.read(executed, as_version=4).cells[0].outputs
+    bars = "".join(o["text"] for o in outputs if o["name"] == "stderr")
+    assert "\r" not in bars and [line.count("50/50") for line in bars.splitlines()] == [1, 1, 1]
+    assert len(outputs) <= 7  # bar, print, bar, print, bar, print (+ a newline that may arrive late)
+    assert [o["text"] for o in outputs if o["name"] == "stdout"] == [f"epoch {e} done\n" for e in range(3)]
+    assert "without encryption" not in capfd.readouterr().err
+
+
+def test_an_executed_notebook_edited_by_hand_is_never_overwritten(tmp_path):
+    source = write_notebook(tmp_path / "toy.ipynb", new_code_cell("x = 1"), new_markdown_cell(REPORT_HEADING))
+    executed = hw3.run_notebook(source, tmp_path / "out", log=lambda *a, **k: None)
+    assert not hw3.edited_since_run(executed)
+    nb = nbformat.read(executed, as_version=4)
+    nb.cells[1].source += "\n\nA sentence typed into the executed notebook."
+    nbformat.write(nb, executed)
+    assert hw3.edited_since_run(executed)
+    with pytest.raises(hw3.EditedNotebook, match="edited after it was run"):
+        hw3.run_notebook(source, tmp_path / "out", log=lambda *a, **k: None)
+    assert "A sentence typed" in executed.read_text(encoding="utf-8")
 
 
 def test_saved_figures_have_the_same_bytes_every_time(tmp_path, monkeypatch):
@@ -79,26 +135,3 @@ def test_saved_figures_have_the_same_bytes_every_time(tmp_path, monkeypatch):
         contents.append(hw3_helpers.save_figure(fig, "same.png").read_bytes())
         plt.close(fig)
     assert contents[0] == contents[1]
-
-
-def test_report_words_leave_out_images_and_link_targets():
-    assert hw3.report_words("Greedy decoding (see ![fig](figures/a.png)) picks [the argmax](http://x.y/z).") == 6
-
-
-def test_a_report_that_cannot_be_rendered_keeps_the_run_and_says_why(tmp_path):
-    source = write_notebook(
-        tmp_path / "toy.ipynb",
-        new_code_cell("import json, os, pathlib\nbuild = pathlib.Path(os.environ['HW3_OUTPUT_DIR']) / 'build'\n"
-                      "(build / 'metrics.json').write_text(json.dumps({'final_test_accuracy': 0.9}))"),
-        new_markdown_cell("## Your report (min 300 words - max 600 words) (2 points)"), report_cell("Old text."),
-    )
-    template = tmp_path / "template.md"
-    template.write_text("Accuracy {accuracy:.3f}, ceiling {ceiling:.3f}.")  # the toy run records no ceiling
-    lines = []
-    executed = hw3.run_notebook(source, tmp_path / "out", log=lambda *a, **k: lines.append(a[0]),
-                                report_template=template)
-    assert executed.exists() and (tmp_path / "out" / "report.md").read_text() == "Old text.\n"
-    assert any("not rendered" in line and "bayes_optimal_accuracy" in line for line in lines)
-    template.write_text("Accuracy {accuracy:.3f}.")
-    executed = hw3.run_notebook(source, tmp_path / "out2", log=lambda *a, **k: None, report_template=template)
-    assert (tmp_path / "out2" / "report.md").read_text() == "Accuracy 0.900.\n"

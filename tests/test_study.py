@@ -21,7 +21,7 @@ def tiny_runs():
 
 def test_a_tiny_study_writes_well_formed_results_and_never_repeats_a_run(tmp_path, monkeypatch):
     summary = study.run_study(tiny_runs(), tmp_path, jobs=1, progress=False)
-    records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")}
+    records = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in (tmp_path / "runs").glob("*.json")}
     assert set(records) == {run.run_id for run in tiny_runs()}
     for record in records.values():
         assert 0 <= record["test_accuracy"] <= 1 and 0 < record["bayes_accuracy"] <= 1
@@ -47,11 +47,11 @@ def test_a_tiny_study_writes_well_formed_results_and_never_repeats_a_run(tmp_pat
 def test_a_seed_is_the_whole_pipeline_and_repeats_exactly(tmp_path):
     first, other = tiny_runs()[0], tiny_runs()[1]
     study.run_study([first, other], tmp_path, jobs=1, progress=False)
-    recorded = json.loads((tmp_path / "runs" / f"{first.run_id}.json").read_text())
+    recorded = json.loads((tmp_path / "runs" / f"{first.run_id}.json").read_text(encoding="utf-8"))
     again = study.execute(first)
     assert again["test_accuracy"] == recorded["test_accuracy"]
     assert again["bayes_accuracy"] == recorded["bayes_accuracy"]
-    other_record = json.loads((tmp_path / "runs" / f"{other.run_id}.json").read_text())
+    other_record = json.loads((tmp_path / "runs" / f"{other.run_id}.json").read_text(encoding="utf-8"))
     assert other_record["bayes_accuracy"] != recorded["bayes_accuracy"]  # another seed draws another test set
 
 
@@ -76,6 +76,6 @@ def test_the_notebook_draws_the_committed_study_without_training(monkeypatch, tm
 
     namespace = {"hw3": hw3_helpers, "plt": plt}  # no model, no data, no train(): drawing only
     exec(cell.source, namespace)
-    assert namespace["study_summary"] == json.loads((ROOT / "study" / "summary.json").read_text())
+    assert namespace["study_summary"] == json.loads((ROOT / "study" / "summary.json").read_text(encoding="utf-8"))
     for name in hw3_helpers.study_figures(namespace["study_summary"]):
         assert (tmp_path / "figures" / name).stat().st_size > 0

@@ -1,0 +1,149 @@
+"""The commands behind `python -m hw3tools` (and make), run with .venv's Python: run, check, zip, study, clean,
+record, tolerances. hw3tools/__main__.py builds .venv first; see there."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+from hw3_helpers import write_atomically
+from hw3tools import record
+from hw3tools.check import FAIL, PASS, TODO, check, make_zip
+from hw3tools.notebook import (
+    NOTEBOOK,
+    ROOT,
+    EditedNotebook,
+    RunFailed,
+    edited_since_run,
+    refuse_to_overwrite_edits,
+    run_notebook,
+)
+from hw3tools.study import STUDY_DIR, plan, run_study
+
+COMMANDS = ("run", "check", "zip", "study", "clean", "record", "tolerances")
+
+
+def study_command(jobs: int | None) -> int:
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if jobs is None:
+        jobs = 2 if device == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+    if jobs < 1:
+        print(f"error: --jobs must be >= 1, got {jobs}")
+        return 1
+    summary = run_study(plan(), STUDY_DIR, jobs=jobs, device=device)
+    print(f"wrote {STUDY_DIR / 'summary.json'} ({len(summary['configs'])} configurations) and "
+          f"{', '.join(str(p) for p in study_figures(summary))}")
+    return 0
+
+
+def study_figures(summary: dict) -> list[Path]:
+    """The study's figures, as the notebook draws them, into figures/."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import hw3_helpers
+
+    return [hw3_helpers.save_figure(fig, name) for name, fig in hw3_helpers.study_figures(summary).items()]
+
+
+def tolerances_command(out: Path, thread_counts: list[int]) -> int:
+    """Run the notebook once per thread count and write each family's largest difference from the record."""
+    spec = record.load_json(record.TOLERANCES)
+    recorded = record.load_json(record.RECORD)
+    for threads in thread_counts:
+        target = out / "build" / "tolerance-runs" / f"threads-{threads}"
+        print(f"--- run with {threads} threads into {target}")
+        run_notebook(NOTEBOOK, target, env={"HW3_NUM_THREADS": str(threads)})
+        measured = record.deviations(record.load_json(target / "build" / "metrics.json"), recorded,
+                                     spec["families"])
+        for family, (difference, path) in measured.items():
+            spec["families"][family].setdefault("measured", {})[f"threads={threads}"] = {"difference": difference,
+                                                                                        "largest_at": path}
+    for family in spec["families"].values():
+        family["tolerance"] = record.tolerance(family, spec["margin"])
+    write_atomically(record.TOLERANCES, json.dumps(spec, indent=1) + "\n")
+    print(f"wrote {record.TOLERANCES}")
+    return 0
+
+
+def clean_command(out: Path) -> int:
+    executed = out / "build" / "homework3.ipynb"
+    if executed.exists() and edited_since_run(executed):
+        print(f"error: {executed} was edited after its run; `clean` would delete those edits. Copy them into "
+              f"{NOTEBOOK.name}, or rename the file, then clean again. Nothing was removed.")
+        return 1
+    for path in ("build", ".pytest_cache", ".ruff_cache", "__pycache__", "tests/__pycache__", "bench/__pycache__",
+                 "hw3tools/__pycache__"):
+        shutil.rmtree(out / path, ignore_errors=True)
+    print("removed build/ and the caches (.venv kept)")
+    return 0
+
+
+def rubric(command: str, out: Path) -> int:
+    build = out / "build"
+    executed = build / "homework3.ipynb"
+    if not executed.exists():
+        print(f"error: {executed} does not exist; run `make run` (or `python -m hw3tools run`) first")
+        return 1
+    if edited_since_run(executed):
+        print(f"error: {executed} was edited after its run, so it is not what the run produced. Edits belong in "
+              f"{NOTEBOOK.name}: copy yours there, rename {executed}, and run again.")
+        return 1
+    results = check(executed, build / "metrics.json", out / "report.md", source=NOTEBOOK)
+    for name, status, detail in results:
+        print(f"{status}  {name}" + (f"  ({detail})" if detail else ""))
+    failed = [name for name, status, _ in results if status == FAIL]
+    todo = [name for name, status, _ in results if status == TODO]
+    if failed:
+        refusal = "; no zip written" if command == "zip" else ""
+        print(f"check failed: {len(failed)} of {len(results)} rules{refusal}")
+        return 1
+    passed = sum(status == PASS for _, status, _ in results)
+    if command == "check":
+        print(f"check: {passed} rules pass" + (f", {len(todo)} to do: {', '.join(todo)}" if todo else ""))
+        return 1 if todo else 0
+    members = make_zip(executed, out, build / "hw3_submission.zip")
+    print(f"wrote {build / 'hw3_submission.zip'}: {', '.join(members)}")
+    for name in todo:  # a to-do does not block the zip: the link can only exist once the notebook is in Colab
+        print(f"still to do before you submit: {name}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hw3tools", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=COMMANDS)
+    parser.add_argument("--out", type=Path, default=ROOT, help="folder for build/, figures/ and report.md")
+    parser.add_argument("--jobs", type=int, default=None, help="study: runs in parallel (default: 2 on a CPU "
+                        "with at least 2 cores, else 1; 1 on a GPU)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 4], help="tolerances: thread counts to run")
+    args = parser.parse_args(argv)
+    build = args.out / "build"
+    if args.command == "study":
+        return study_command(args.jobs)
+    if args.command == "tolerances":
+        return tolerances_command(args.out, args.threads)
+    if args.command == "clean":
+        return clean_command(args.out)
+    if args.command == "run":
+        try:
+            refuse_to_overwrite_edits(build / "homework3.ipynb")
+            executed = run_notebook(NOTEBOOK, args.out)
+        except (RunFailed, EditedNotebook) as failure:
+            print(f"error: {failure}")
+            return 1
+        print(f"wrote {executed}, {build / 'homework3.html'}, {args.out / 'report.md'}, {build / 'metrics.json'}")
+        return 0
+    if args.command == "record":
+        metrics = build / "metrics.json"
+        shutil.copyfile(metrics, record.RECORD)
+        print(f"recorded {metrics} as {record.RECORD}: the end-to-end test holds fresh runs to it")
+        return 0
+    return rubric(args.command, args.out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -105,6 +105,53 @@ def rule_consistent(tokens: np.ndarray, coeffs: np.ndarray, vocab_size: int) -> 
     return (following == recurrence) | (following == plus_one)
 
 
+def bits_against_bayes(model_log_probs: np.ndarray, bayes_probs: np.ndarray, targets: np.ndarray) -> dict:
+    """How far the model's next-token distributions are from the exact posterior predictive, in bits, per token.
+
+    With p the Bayes predictive and m the model's distribution at a position:
+      kl            = sum_v p(v) log2 p(v)/m(v)   the bits the model wastes there (0 only where m = p)
+      cross_entropy = sum_v p(v) log2 1/m(v)      the model's expected loss on the true process
+      bayes_entropy = sum_v p(v) log2 1/p(v)      the floor: the bits no predictor can save
+    so cross_entropy - bayes_entropy = kl exactly. Also the model's entropy (its confidence) and the loss each
+    gave the token that came, -log2 m(y) and -log2 p(y).
+
+    Args:
+        model_log_probs: float [N, T, V], natural-log probabilities (log_softmax of the logits).
+        bayes_probs: float [N, T, V], the Bayes predictive of the same tokens (bayes_filter's, shifted to match).
+        targets: int [N, T], the tokens that came.
+
+    Returns:
+        dict of float arrays [N, T]: kl, cross_entropy, bayes_entropy, model_entropy, model_loss, bayes_loss.
+    """
+    log_m = np.asarray(model_log_probs, dtype=np.float64) / np.log(2)  # log2 m
+    p = np.asarray(bayes_probs, dtype=np.float64)
+    log_p = np.log2(np.where(p > 0, p, 1.0))  # p log p = 0 where p = 0
+    targets = np.asarray(targets)[..., None]
+    bayes_entropy = -(p * log_p).sum(-1)
+    cross_entropy = -(p * log_m).sum(-1)
+    with np.errstate(divide="ignore"):  # a token the process cannot emit costs the Bayes predictor infinite bits
+        bayes_loss = -np.log2(np.take_along_axis(p, targets, -1)[..., 0])
+    return {
+        "kl": (p * (log_p - log_m)).sum(-1),
+        "cross_entropy": cross_entropy,
+        "bayes_entropy": bayes_entropy,
+        "model_entropy": -(np.exp2(log_m) * log_m).sum(-1),
+        "model_loss": -np.take_along_axis(log_m, targets, -1)[..., 0],
+        "bayes_loss": bayes_loss,
+    }
+
+
+def token_branches(tokens: np.ndarray, coeffs: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Which branch of the generator can have emitted each token: 0 the recurrence only, 1 "+1" only, 2 both
+    (they give the same value), 3 neither (not the generator's). Same shapes as `rule_consistent`: token t from
+    t = n_first on, coeffs each sequence's coefficients."""
+    n_first = coeffs.shape[1]
+    windows = np.lib.stride_tricks.sliding_window_view(tokens[:, :-1], n_first, axis=1)
+    by_recurrence = tokens[:, n_first:] == (windows * coeffs[:, None, :]).sum(-1) % vocab_size
+    by_plus_one = tokens[:, n_first:] == (tokens[:, n_first - 1:-1] + 1) % vocab_size
+    return np.select([by_recurrence & by_plus_one, by_recurrence, by_plus_one], [2, 0, 1], default=3)
+
+
 def continuation_diversity(samples: np.ndarray) -> tuple[float, float]:
     """Mean number of distinct continuations per prompt, and mean per-position entropy (bits) across samples.
 
@@ -283,6 +330,76 @@ def format_spread(stat: dict, digits: int = 3, signed: bool = False) -> str:
     if len(stat["per_seed"]) < 2:
         return f"{mean} (1 seed)"
     return f"{mean} ± {stat['std']:.{digits}f} (n={len(stat['per_seed'])})"
+
+
+def fit_floor_power_law(budget, gap) -> dict:
+    """gap = scale * budget^-exponent + floor, fitted by least squares on the gaps: for each floor on a fine grid
+    below the smallest gap, a line in log-log space gives scale and exponent; the floor with the smallest error
+    wins. A floor lets the curve level off, as a gap that training cannot close does.
+
+    Returns {"scale", "exponent", "floor", "rmse"}.
+    """
+    budget, gap = np.asarray(budget, dtype=float), np.asarray(gap, dtype=float)
+    if len(budget) < 3 or (gap <= 0).any():
+        raise ValueError(f"need at least 3 budgets with positive gaps, got {len(budget)} and min {gap.min()}")
+    best = None
+    for floor in np.linspace(0.0, gap.min(), 2001)[:-1]:
+        slope, intercept = np.polyfit(np.log(budget), np.log(gap - floor), 1)
+        predicted = np.exp(intercept) * budget ** slope + floor
+        rmse = float(np.sqrt(np.mean((predicted - gap) ** 2)))
+        if best is None or rmse < best["rmse"]:
+            best = {"scale": float(np.exp(intercept)), "exponent": float(-slope), "floor": float(floor), "rmse": rmse}
+    return best
+
+
+def budget_for_gap(fit: dict, target: float) -> float:
+    """The budget at which the fitted gap reaches `target`; infinity when the floor is at or above it."""
+    if target <= fit["floor"]:
+        return float("inf")
+    return float((fit["scale"] / (target - fit["floor"])) ** (1 / fit["exponent"]))
+
+
+def data_budgets(summary: dict, key: str) -> tuple[list[dict], dict | None]:
+    """The prescribed model and the data lever's budgets at 8 epochs that measured `key` (sorted by sequences),
+    and the equal-compute run (fresh sequences, one epoch) if it did."""
+    baseline = [c for c in study_configs(summary, "variants") if c["name"] == "dense (prescribed)"]
+    data = [c for c in study_configs(summary, "data") if c.get(key) is not None]
+    same_epochs = sorted([c for c in baseline + data if c["epochs"] == 8 and c.get(key) is not None],
+                         key=lambda c: c["train_sequences"])
+    fresh = next((c for c in data if c["epochs"] == 1), None)
+    return same_epochs, fresh
+
+
+def plot_budget_fit(summary: dict, targets: dict):
+    """The gap to the ceiling against the number of training sequences (8 epochs each), for accuracy and for bits,
+    with the floor-power-law fit, its target and the equal-compute run. `targets`: key -> gap aimed at."""
+    import matplotlib.pyplot as plt
+
+    keys = [key for key in targets if len(data_budgets(summary, key)[0]) >= 3]
+    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(6.5 * max(len(keys), 1), 4.2), squeeze=False)
+    labels = {"gap_to_ceiling": "gap to the ceiling, accuracy", "kl_bits": "KL(Bayes ‖ model), bits per token"}
+    for ax, key in zip(axes[0], keys, strict=False):
+        budgets, fresh = data_budgets(summary, key)
+        n = np.array([c["train_sequences"] for c in budgets], dtype=float)
+        gap = np.array([c[key]["mean"] for c in budgets])
+        fit = fit_floor_power_law(n, gap)
+        for c in budgets:
+            seeds = c[key]["per_seed"]
+            ax.plot([c["train_sequences"]] * len(seeds), seeds, "o", color="tab:blue", alpha=0.6)
+        grid = np.geomspace(n.min(), n.max() * 16, 200)
+        ax.plot(grid, fit["scale"] * grid ** -fit["exponent"] + fit["floor"], color="tab:blue",
+                label=f"fit: {fit['scale']:.3g}·N^-{fit['exponent']:.2f} + {fit['floor']:.4f}")
+        ax.axhline(fit["floor"], ls=":", color="tab:blue", lw=1, label="the fit's floor")
+        ax.axhline(targets[key], ls="--", color="black", lw=1, label=f"target {targets[key]:g}")
+        if fresh is not None:
+            ax.plot([fresh["train_sequences"]] * len(fresh[key]["per_seed"]), fresh[key]["per_seed"], "s",
+                    color="tab:red", label="same 625 steps on fresh sequences (1 epoch)")
+        ax.set(xscale="log", xlabel="training sequences (8 epochs each; seeds as dots)", ylabel=labels.get(key, key),
+               title=labels.get(key, key), ylim=(0, None))
+        ax.grid(True, alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def plot_study_variants(summary: dict):

@@ -184,3 +184,66 @@ def test_the_probe_refuses_bad_arguments(bad, message):
     with pytest.raises(ValueError, match=message):
         hw3.ridge_probe(features, features, {"y": (labels, labels, bad.get("classes", 4))},
                         ridge=bad.get("ridge", 1e-3))
+
+
+# ---- bits against the Bayes predictor -------------------------------------------------------------------------
+
+def test_kl_is_zero_when_the_model_is_the_bayes_predictive_and_positive_otherwise():
+    rng = np.random.default_rng(0)
+    bayes = rng.dirichlet(np.ones(7), size=(5, 8))  # (N, T, V)
+    targets = rng.integers(0, 7, size=(5, 8))
+    same = hw3.bits_against_bayes(np.log(bayes), bayes, targets)
+    assert np.abs(same["kl"]).max() < 1e-12
+    assert np.allclose(same["cross_entropy"], same["bayes_entropy"]) and np.allclose(same["model_loss"],
+                                                                                  same["bayes_loss"])
+    other = rng.dirichlet(np.ones(7), size=(5, 8))
+    bits = hw3.bits_against_bayes(np.log(other), bayes, targets)
+    assert (bits["kl"] > 0).all()
+
+
+def test_cross_entropy_minus_the_bayes_entropy_is_the_kl_on_the_same_tokens():
+    rng = np.random.default_rng(1)
+    bayes = rng.dirichlet(np.ones(7) * 0.3, size=(4, 6))
+    bayes[0, 0] = [0.9, 0.1, 0, 0, 0, 0, 0]  # impossible tokens: p log p counts as 0
+    logits = torch.randn(4, 6, 7)
+    bits = hw3.bits_against_bayes(torch.log_softmax(logits, -1).double().numpy(), bayes,
+                                          rng.integers(0, 7, size=(4, 6)))
+    assert np.allclose(bits["cross_entropy"] - bits["bayes_entropy"], bits["kl"], atol=1e-12)
+    assert np.isfinite(bits["kl"]).all()
+
+
+def test_bits_not_nats_on_a_hand_computed_two_token_example():
+    bayes = np.array([[[0.5, 0.5]]])
+    model = np.log(np.array([[[0.25, 0.75]]]))
+    bits = hw3.bits_against_bayes(model, bayes, np.array([[0]]))
+    # KL = 0.5 log2(0.5/0.25) + 0.5 log2(0.5/0.75) = 0.5 - 0.5 log2(1.5); the Bayes entropy of a fair coin is 1 bit
+    assert bits["kl"][0, 0] == pytest.approx(0.5 - 0.5 * np.log2(1.5), abs=1e-12)
+    assert bits["bayes_entropy"][0, 0] == pytest.approx(1.0)
+    assert bits["model_loss"][0, 0] == pytest.approx(2.0)  # -log2 0.25
+    assert bits["model_entropy"][0, 0] == pytest.approx(-(0.25 * np.log2(0.25) + 0.75 * np.log2(0.75)))
+
+
+def test_token_branches_name_the_rule_that_can_have_emitted_each_token():
+    # coefficients (2, 3) mod 7: next = 2 * older + 3 * newer
+    tokens = np.array([[1, 2, 1, 2, 3, 5]])  # 2*1+3*2=8%7=1 (recurrence), 2*2+3*1=7%7=0 but 2 = 1+1 ("+1"), ...
+    branches = hw3.token_branches(tokens, np.array([[2, 3]]), 7)
+    expected = []
+    for t in range(2, 6):
+        recurrence = (2 * tokens[0, t - 2] + 3 * tokens[0, t - 1]) % 7 == tokens[0, t]
+        plus_one = (tokens[0, t - 1] + 1) % 7 == tokens[0, t]
+        expected.append(2 if recurrence and plus_one else 0 if recurrence else 1 if plus_one else 3)
+    assert branches.tolist() == [expected]
+    assert branches[0, 0] == 0 and branches[0, 1] == 1
+
+
+def test_the_budget_fit_recovers_a_planted_power_law_with_a_floor():
+    budget = np.array([1e4, 2e4, 4e4, 8e4, 1.6e5])
+    gap = 3.0 * budget ** -0.5 + 0.004
+    fit = hw3.fit_floor_power_law(budget, gap)
+    assert fit["exponent"] == pytest.approx(0.5, rel=0.02) and fit["floor"] == pytest.approx(0.004, abs=2e-4)
+    assert hw3.budget_for_gap(fit, 0.004 + 3.0 * 1e6 ** -0.5) == pytest.approx(1e6, rel=0.05)
+    assert hw3.budget_for_gap(fit, 0.003) == float("inf")  # below the floor: no budget reaches it
+    no_floor = hw3.fit_floor_power_law(budget, 2.0 * budget ** -0.3)
+    assert no_floor["exponent"] == pytest.approx(0.3, rel=0.02) and no_floor["floor"] < 1e-4
+    with pytest.raises(ValueError, match="at least 3 budgets"):
+        hw3.fit_floor_power_law([1, 2], [0.1, 0.05])

@@ -118,3 +118,10 @@ def test_one_standard_judges_every_comparison_of_the_study(kernel):
         if config["name"] != "dense (prescribed)":
             listed = [key for key in ("gains", "no_difference", "unjudged") if config["name"] in numbers[key]]
             assert listed == [{True: "gains", False: "no_difference", None: "unjudged"}[verdict]], config["name"]
+
+
+def test_every_claim_is_unchecked_not_stuck_when_its_numbers_were_not_measured(kernel):
+    unmeasured = kernel.Quoted({"accuracy": 0.5, "model_pos": [0.1] * 64})
+    for sentence, holds in kernel.report_claims().items():
+        with pytest.raises((TypeError, KeyError)):
+            holds(unmeasured)

@@ -79,3 +79,25 @@ def test_the_notebook_draws_the_committed_study_without_training(monkeypatch, tm
     assert namespace["study_summary"] == json.loads((ROOT / "study" / "summary.json").read_text(encoding="utf-8"))
     for name in hw3_helpers.study_figures(namespace["study_summary"]):
         assert (tmp_path / "figures" / name).stat().st_size > 0
+
+
+def test_every_run_records_bits_against_bayes_and_old_runs_without_them_are_run_again(tmp_path, monkeypatch):
+    summary = study.run_study(tiny_runs()[:2], tmp_path, jobs=1, progress=False)
+    path = tmp_path / "runs" / f"{tiny_runs()[0].run_id}.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    assert record["kl_bits"] > 0 and record["bayes_entropy_bits"] > 0
+    assert record["cross_entropy_bits"] - record["bayes_entropy_bits"] == pytest.approx(record["kl_bits"], abs=1e-9)
+    assert len(record["kl_bits_per_position"]) == 64
+    dense = next(c for c in summary["configs"] if c["name"] == "dense (prescribed)")
+    assert dense["kl_bits"]["per_seed"] == pytest.approx(
+        [json.loads((tmp_path / "runs" / f"{r.run_id}.json").read_text(encoding="utf-8"))["kl_bits"]
+         for r in tiny_runs()[:2]])
+    for key in study.REQUIRED:  # a run recorded before the bits were measured
+        del record[key]
+    path.write_text(json.dumps(record), encoding="utf-8")
+    rerun = []
+    original = study.execute
+    monkeypatch.setattr(study, "execute", lambda run, device="cpu": rerun.append(run.run_id) or original(run, device))
+    study.run_study(tiny_runs()[:2], tmp_path, jobs=1, progress=False)
+    assert rerun == [tiny_runs()[0].run_id]
+    assert "kl_bits" in json.loads(path.read_text(encoding="utf-8"))

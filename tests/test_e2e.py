@@ -75,7 +75,8 @@ def test_the_kv_cache_gives_the_same_tokens(run):
 def test_every_claim_of_the_report_holds_and_the_notebook_says_so(run):
     assert set(run["metrics"]["report_claims"].values()) == {"holds"}
     nb = nbformat.read(run["executed"], as_version=4)
-    check_cell = next(c for c in nb.cells if c.cell_type == "code" and hw3.REPORT_CHECK_TAG in c.metadata.get("tags", []))
+    check_cell = next(c for c in nb.cells
+                      if c.cell_type == "code" and hw3.REPORT_CHECK_TAG in c.metadata.get("tags", []))
     shown = " ".join(o["data"]["text/markdown"] for o in check_cell.outputs if o.output_type == "display_data")
     assert f"All {len(run['metrics']['report_claims'])} sentences of the report that depend on the run hold" in shown
 

@@ -101,3 +101,15 @@ def test_every_run_records_bits_against_bayes_and_old_runs_without_them_are_run_
     study.run_study(tiny_runs()[:2], tmp_path, jobs=1, progress=False)
     assert rerun == [tiny_runs()[0].run_id]
     assert "kl_bits" in json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_the_budget_figure_fits_the_data_lever_and_marks_the_equal_compute_run(tmp_path):
+    summary = json.loads((ROOT / "study" / "summary.json").read_text(encoding="utf-8"))
+    budgets, fresh = hw3_helpers.data_budgets(summary, "gap_to_ceiling")
+    assert [c["train_sequences"] for c in budgets] == sorted(c["train_sequences"] for c in budgets)
+    assert budgets[0]["name"] == "dense (prescribed)" and len(budgets) >= 3
+    assert all(c["epochs"] == 8 for c in budgets)
+    fig = hw3_helpers.plot_budget_fit(summary, {"gap_to_ceiling": 0.005, "kl_bits": 0.02})
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "gap to the ceiling, accuracy" in titles
+    fig.savefig(tmp_path / "budget.png")

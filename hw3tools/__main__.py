@@ -23,7 +23,7 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 COMMANDS = {
     "setup": "check the interpreter and build .venv (then nothing else)",
     "run": "execute the notebook headless: build/, figures/, report.md (HW3_DEVICE, HW3_NUM_THREADS)",
-    "test": "unit tests and one end-to-end run of the notebook (pytest arguments may follow)",
+    "test": "unit tests and end-to-end runs of the notebook (pytest arguments may follow)",
     "check": "the grading rubric, rule by rule, for the last run",
     "zip": "check, then build/hw3_submission.zip for Moodle",
     "study": "the multi-seed study of variants and levers (resumes where it stopped): study/",

@@ -142,10 +142,12 @@ def finished(path: Path) -> bool:
     return path.exists() and all(key in json.loads(path.read_text(encoding="utf-8")) for key in REQUIRED)
 
 
+FIRST = ("dense (prescribed)", "20000 sequences", "40000 sequences", "80000 sequences, 1 epoch", "80000 sequences")
+
+
 def priority(run: Run) -> tuple:
-    """The data lever first (the fit of the gap against the budget needs it), then the prescribed model, then the
-    rest in the plan's order."""
-    return (run.group != "data" and run.name != "dense (prescribed)", run.group != "data")
+    """What the fit of the gap against the data budget needs, smallest budgets first, then the plan's order."""
+    return (FIRST.index(run.name) if run.name in FIRST else len(FIRST),)
 
 
 def _execute_in_worker(run: Run, device: str, threads: int) -> dict:

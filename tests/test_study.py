@@ -113,3 +113,13 @@ def test_the_budget_figure_fits_the_data_lever_and_marks_the_equal_compute_run(t
     titles = [ax.get_title() for ax in fig.axes]
     assert "gap to the ceiling, accuracy" in titles
     fig.savefig(tmp_path / "budget.png")
+
+
+def test_the_study_runs_first_what_the_fit_of_the_data_budget_needs():
+    order = [run.name for run in sorted(study.plan(), key=study.priority)]
+    assert order[:3] == ["dense (prescribed)"] * 3
+    assert order[3:7] == ["20000 sequences"] * 2 + ["40000 sequences"] * 2
+    fresh = [run for run in study.plan() if run.name == "80000 sequences, 1 epoch"]
+    assert [run.seed for run in fresh] == [0, 1] and all(run.epochs == 1 and run.train_sequences == 80000
+                                                         for run in fresh)
+    assert 80000 // study.BATCH_SIZE == 625  # the same compute as the prescribed 8 x 79 = 632 steps, within 1%

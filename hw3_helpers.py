@@ -340,8 +340,9 @@ def fit_floor_power_law(budget, gap) -> dict:
     Returns {"scale", "exponent", "floor", "rmse"}.
     """
     budget, gap = np.asarray(budget, dtype=float), np.asarray(gap, dtype=float)
-    if len(budget) < 3 or (gap <= 0).any():
-        raise ValueError(f"need at least 3 budgets with positive gaps, got {len(budget)} and min {gap.min()}")
+    if len(budget) < 4 or (gap <= 0).any():  # 3 points would pass through the curve exactly and test nothing
+        raise ValueError(f"need at least 4 budgets (more than the fit's 3 parameters) with positive gaps, got "
+                         f"{len(budget)} and min {gap.min()}")
     best = None
     for floor in np.linspace(0.0, gap.min(), 2001)[:-1]:
         slope, intercept = np.polyfit(np.log(budget), np.log(gap - floor), 1)
@@ -375,7 +376,7 @@ def plot_budget_fit(summary: dict, targets: dict):
     with the floor-power-law fit, its target and the equal-compute run. `targets`: key -> gap aimed at."""
     import matplotlib.pyplot as plt
 
-    keys = [key for key in targets if len(data_budgets(summary, key)[0]) >= 3]
+    keys = [key for key in targets if len(data_budgets(summary, key)[0]) >= 4]
     fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(6.5 * max(len(keys), 1), 4.2), squeeze=False)
     labels = {"gap_to_ceiling": "gap to the ceiling, accuracy", "kl_bits": "KL(Bayes ‖ model), bits per token"}
     for ax, key in zip(axes[0], keys, strict=False):

@@ -245,5 +245,5 @@ def test_the_budget_fit_recovers_a_planted_power_law_with_a_floor():
     assert hw3.budget_for_gap(fit, 0.003) == float("inf")  # below the floor: no budget reaches it
     no_floor = hw3.fit_floor_power_law(budget, 2.0 * budget ** -0.3)
     assert no_floor["exponent"] == pytest.approx(0.3, rel=0.02) and no_floor["floor"] < 1e-4
-    with pytest.raises(ValueError, match="at least 3 budgets"):
-        hw3.fit_floor_power_law([1, 2], [0.1, 0.05])
+    with pytest.raises(ValueError, match="at least 4 budgets"):
+        hw3.fit_floor_power_law([1, 2, 4], [0.1, 0.05, 0.03])

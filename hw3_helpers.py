@@ -398,7 +398,7 @@ def plot_budget_fit(summary: dict, targets: dict):
         ax.set(xscale="log", xlabel="training sequences (8 epochs each; seeds as dots)", ylabel=labels.get(key, key),
                title=labels.get(key, key), ylim=(0, None))
         ax.grid(True, alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, numpoints=1)
     fig.tight_layout()
     return fig
 

@@ -87,6 +87,21 @@ def bayes_predictive(sequences: np.ndarray, vocab_size: int = 7, next_prob: floa
     return bayes_filter(sequences, vocab_size, next_prob, n_first)[0]
 
 
+def branch_values(tokens: np.ndarray, coeffs: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """What each branch of the generator would emit next: the recurrence's value and last + 1.
+
+    Args:
+        tokens: int array [num_sequences, length] of consecutive tokens, at least n_first + 1 long.
+        coeffs: int array [num_sequences, n_first], each sequence's coefficients.
+
+    Returns:
+        two int arrays [num_sequences, length - n_first]: the values for token t, t >= n_first.
+    """
+    n_first = coeffs.shape[1]
+    windows = np.lib.stride_tricks.sliding_window_view(tokens[:, :-1], n_first, axis=1)  # (N, L - n, n)
+    return (windows * coeffs[:, None, :]).sum(-1) % vocab_size, (tokens[:, n_first - 1:-1] + 1) % vocab_size
+
+
 def rule_consistent(tokens: np.ndarray, coeffs: np.ndarray, vocab_size: int) -> np.ndarray:
     """Which tokens the true generator could have emitted: its recurrence or the last token + 1.
 
@@ -97,11 +112,8 @@ def rule_consistent(tokens: np.ndarray, coeffs: np.ndarray, vocab_size: int) -> 
     Returns:
         bool array [num_sequences, length - n_first]: token t (t >= n_first) is consistent.
     """
-    n_first = coeffs.shape[1]
-    windows = np.lib.stride_tricks.sliding_window_view(tokens[:, :-1], n_first, axis=1)  # (N, L - n, n)
-    recurrence = (windows * coeffs[:, None, :]).sum(-1) % vocab_size
-    plus_one = (tokens[:, n_first - 1:-1] + 1) % vocab_size
-    following = tokens[:, n_first:]
+    recurrence, plus_one = branch_values(tokens, coeffs, vocab_size)
+    following = tokens[:, coeffs.shape[1]:]
     return (following == recurrence) | (following == plus_one)
 
 
@@ -143,12 +155,10 @@ def bits_against_bayes(model_log_probs: np.ndarray, bayes_probs: np.ndarray, tar
 
 def token_branches(tokens: np.ndarray, coeffs: np.ndarray, vocab_size: int) -> np.ndarray:
     """Which branch of the generator can have emitted each token: 0 the recurrence only, 1 "+1" only, 2 both
-    (they give the same value), 3 neither (not the generator's). Same shapes as `rule_consistent`: token t from
-    t = n_first on, coeffs each sequence's coefficients."""
-    n_first = coeffs.shape[1]
-    windows = np.lib.stride_tricks.sliding_window_view(tokens[:, :-1], n_first, axis=1)
-    by_recurrence = tokens[:, n_first:] == (windows * coeffs[:, None, :]).sum(-1) % vocab_size
-    by_plus_one = tokens[:, n_first:] == (tokens[:, n_first - 1:-1] + 1) % vocab_size
+    (they give the same value), 3 neither (not the generator's). Same shapes as `rule_consistent`."""
+    recurrence, plus_one = branch_values(tokens, coeffs, vocab_size)
+    following = tokens[:, coeffs.shape[1]:]
+    by_recurrence, by_plus_one = following == recurrence, following == plus_one
     return np.select([by_recurrence & by_plus_one, by_recurrence, by_plus_one], [2, 0, 1], default=3)
 
 

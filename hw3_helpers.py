@@ -381,9 +381,61 @@ def data_budgets(summary: dict, key: str) -> tuple[list[dict], dict | None]:
     return same_epochs, fresh
 
 
+def width_fits(summary: dict, key: str) -> list[dict]:
+    """The data fit of the prescribed width, moved to each width the study trained: the floor shifts by the width's
+    gap difference from the prescribed model on the same seeds (at 10000 sequences, 8 epochs), while the data term
+    (scale, exponent) is assumed the same at every width. The test run of a predicted budget checks that assumption.
+
+    Returns [] until `key` has 4 data budgets, else one row per width: name, model, parameters, epochs, the shift
+    (mean ± s.d. over seeds) and the moved fit, the prescribed width first."""
+    budgets, _ = data_budgets(summary, key)
+    if len(budgets) < 4:
+        return []
+    fit = fit_floor_power_law([c["train_sequences"] for c in budgets], [c[key]["mean"] for c in budgets])
+    rows = []
+    for config in [budgets[0], *study_configs(summary, "capacity")]:
+        shift = config["gap_difference_from_prescribed"][key]
+        if shift is not None:
+            rows.append({"name": config["name"], "model": config["model"], "parameters": config["parameters"],
+                         "epochs": config["epochs"], "shift": shift,
+                         "fit": {**fit, "floor": fit["floor"] + shift["mean"]}})
+    return rows
+
+
+def fitted_gap(fit: dict, budget: float) -> float:
+    return fit["scale"] * budget ** -fit["exponent"] + fit["floor"]
+
+
+def prediction_tests(summary: dict, key: str) -> list[dict]:
+    """Each run of the study's "prediction" group against what its width's fit (width_fits) predicts at its budget.
+    The prediction holds when the measured mean lies within twice the combined standard error of the width's shift
+    and of the test run; the error of the data fit itself is not known (4 budgets for 3 parameters) and not in it.
+    Also what the width gains over the prescribed width's fit at 10000 sequences and at the test's budget: the move
+    assumes the two are equal."""
+    fits = width_fits(summary, key)
+    rows = {tuple(sorted(row["model"].items())): row for row in fits}
+    tests = []
+    for config in study_configs(summary, "prediction"):
+        row = rows.get(tuple(sorted(config["model"].items())))
+        if row is None or config.get(key) is None:
+            continue
+        measured = config[key]
+        margin = 2 * np.sqrt(row["shift"]["std"] ** 2 / len(row["shift"]["per_seed"])
+                             + measured["std"] ** 2 / len(measured["per_seed"]))
+        predicted = fitted_gap(row["fit"], config["train_sequences"])
+        tests.append({"name": config["name"], "width": row["name"], "train_sequences": config["train_sequences"],
+                      "predicted": predicted, "measured": measured, "margin": float(margin),
+                      "held": bool(abs(measured["mean"] - predicted) <= margin),
+                      # what the width gains over the prescribed width's fit, at 10000 sequences and at the test's
+                      "width_gain_at_10000": -row["shift"]["mean"],
+                      "width_gain_at_budget": fitted_gap(fits[0]["fit"], config["train_sequences"]) - measured["mean"]})
+    return tests
+
+
 def plot_budget_fit(summary: dict, targets: dict):
     """The gap to the ceiling against the number of training sequences (8 epochs each), for accuracy and for bits,
-    with the floor-power-law fit, its target and the equal-compute run. `targets`: key -> gap aimed at."""
+    with the floor-power-law fit, its target, the equal-compute run and, where the study ran one, the test of a
+    predicted budget at a larger width. `targets`: key -> gap aimed at."""
     import matplotlib.pyplot as plt
 
     keys = [key for key in targets if len(data_budgets(summary, key)[0]) >= 4]
@@ -397,14 +449,32 @@ def plot_budget_fit(summary: dict, targets: dict):
         for c in budgets:
             seeds = c[key]["per_seed"]
             ax.plot([c["train_sequences"]] * len(seeds), seeds, "o", color="tab:blue", alpha=0.6)
-        grid = np.geomspace(n.min(), n.max() * 16, 200)
-        ax.plot(grid, fit["scale"] * grid ** -fit["exponent"] + fit["floor"], color="tab:blue",
+        grid = np.geomspace(n.min(), n.max() * 64, 200)
+        ax.plot(grid, fitted_gap(fit, grid), color="tab:blue",
                 label=f"fit: {fit['scale']:.3g}·N^-{fit['exponent']:.2f} + {fit['floor']:.4f}")
         ax.axhline(fit["floor"], ls=":", color="tab:blue", lw=1, label="the fit's floor")
         ax.axhline(targets[key], ls="--", color="black", lw=1, label=f"target {targets[key]:g}")
         if fresh is not None:
             ax.plot([fresh["train_sequences"]] * len(fresh[key]["per_seed"]), fresh[key]["per_seed"], "s",
                     color="tab:red", label="same 625 steps on fresh sequences (1 epoch)")
+        tests = prediction_tests(summary, key)
+        for test in tests[:1]:  # the width that was tested: its moved fit, its prediction and the test run
+            row = next(r for r in width_fits(summary, key) if r["name"] == test["width"])
+            wider = next(c for c in summary["configs"] if c["name"] == test["width"])  # at 10000 sequences
+            tested = next(c for c in study_configs(summary, "prediction") if c["name"] == test["name"])
+            ax.plot(grid, fitted_gap(row["fit"], grid), "--", color="tab:orange",
+                    label=f"{test['width']}: the fit moved by its difference at 10000")
+            spread = 2 * row["shift"]["std"] / len(row["shift"]["per_seed"]) ** 0.5
+            ax.fill_between(grid, fitted_gap(row["fit"], grid) - spread, fitted_gap(row["fit"], grid) + spread,
+                            color="tab:orange", alpha=0.12, label="± twice the standard error of that difference")
+            ax.plot([wider["train_sequences"]] * len(wider[key]["per_seed"]), wider[key]["per_seed"], "o",
+                    color="tab:orange", alpha=0.6)
+            needed = budget_for_gap(row["fit"], targets[key])
+            if np.isfinite(needed) and needed <= grid.max():
+                ax.plot(needed, targets[key], "*", ms=12, color="tab:orange",
+                        label=f"predicted to reach the target: {needed:,.0f}")
+            ax.plot([tested["train_sequences"]] * len(tested[key]["per_seed"]), tested[key]["per_seed"], "D",
+                    color="tab:green", label=f"test run, {test['name']}: predicted {test['predicted']:.4f}")
         ax.set(xscale="log", xlabel="training sequences (8 epochs each; seeds as dots)", ylabel=labels.get(key, key),
                title=labels.get(key, key), ylim=(0, None))
         ax.grid(True, alpha=0.3, which="both")
@@ -414,16 +484,19 @@ def plot_budget_fit(summary: dict, targets: dict):
 
 
 def plot_study_variants(summary: dict):
-    """Each variant's test accuracy, and its difference from the prescribed model trained on the same seed:
-    every seed a dot, mean ± standard deviation a bar."""
+    """Each variant's test accuracy, its difference from the prescribed model trained on the same seed, and its
+    KL from the Bayes predictor in bits per token: every seed a dot, mean ± standard deviation a bar."""
     import matplotlib.pyplot as plt
 
     variants = study_configs(summary, "variants")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.6 * len(variants) + 1.8), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 0.6 * len(variants) + 1.8), sharey=True)
     for ax, key, label in ((axes[0], "test_accuracy", "Test accuracy"),
-                           (axes[1], "difference_from_prescribed", "Difference from the dense model, same seed")):
+                           (axes[1], "difference_from_prescribed", "Difference from the dense model, same seed"),
+                           (axes[2], "kl_bits", "KL(Bayes ‖ model), bits per token")):
         for row, config in enumerate(variants):
             stat = config[key]
+            if stat is None:  # not measured on every seed yet
+                continue
             ax.errorbar(stat["mean"], row, xerr=stat["std"], fmt="s", color="black", capsize=4, zorder=3)
             ax.plot(stat["per_seed"], [row] * len(stat["per_seed"]), "o", alpha=0.5, color="tab:blue")
         ax.set(xlabel=label)
@@ -446,14 +519,15 @@ def study_figures(summary: dict) -> dict:
 
 
 def plot_study_levers(summary: dict):
-    """Test accuracy against training steps for each lever (epochs, capacity, data), the ceiling drawn in."""
+    """Test accuracy against training steps for each lever (epochs, capacity, data), the ceiling drawn in; and the
+    KL each configuration ends at against its training cost (parameters × steps)."""
     import matplotlib.pyplot as plt
 
     baseline = next(c for c in study_configs(summary, "variants") if c["name"] == "dense (prescribed)")
     ceiling = np.mean([c["bayes_accuracy"]["mean"] for c in summary["configs"]])
     levers = [group for group in ("epochs", "capacity", "data") if study_configs(summary, group)]
-    fig, axes = plt.subplots(1, len(levers), figsize=(5 * len(levers), 4.2), sharey=True, squeeze=False)
-    for ax, lever in zip(axes[0], levers, strict=True):
+    fig, axes = plt.subplots(1, len(levers) + 1, figsize=(5 * (len(levers) + 1), 4.2), squeeze=False)
+    for ax, lever in zip(axes[0], levers, strict=False):
         for config in [baseline, *study_configs(summary, lever)]:
             steps = config["steps_per_epoch"] * np.arange(1, config["epochs"] + 1)
             mean, std = np.array(config["epoch_test_accuracy_mean"]), np.array(config["epoch_test_accuracy_std"])
@@ -465,6 +539,22 @@ def plot_study_levers(summary: dict):
         ax.grid(True, alpha=0.3, which="both")
         ax.legend(fontsize=8, loc="lower right")
     axes[0][0].set_ylabel("Test accuracy after each epoch (mean ± s.d. over seeds)")
+    bits = axes[0][-1]  # where every configuration ends, in bits: the mean over seeds with its s.d.
+    colors = {"variants": "black", "epochs": "tab:purple", "capacity": "tab:orange", "data": "tab:blue",
+              "prediction": "tab:green"}
+    for lever, color in colors.items():
+        configs = [c for c in study_configs(summary, lever) if c.get("kl_bits") is not None
+                   and (lever != "variants" or c is baseline)]
+        for i, config in enumerate(configs):
+            cost = config["steps"] * config["parameters"]
+            bits.errorbar(cost, config["kl_bits"]["mean"], yerr=config["kl_bits"]["std"], fmt="o", color=color,
+                          capsize=3, label=lever if i == 0 else None)
+            bits.annotate(config["name"], (cost, config["kl_bits"]["mean"]), fontsize=6, xytext=(4, 3),
+                          textcoords="offset points", color=color)
+    bits.set(title="KL from the Bayes predictor after training", xscale="log", ylim=(0, None),
+             xlabel="Training cost: parameters × steps", ylabel="KL(Bayes ‖ model), bits per token")
+    bits.grid(True, alpha=0.3, which="both")
+    bits.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -64,6 +64,11 @@ LEVERS = {  # lever -> budgets beyond the prescribed one (which is the dense var
              "80000 sequences": {"train_sequences": 80000, "seeds": (0,)},
              # The prescribed compute (625 steps against 632) spent on fresh sequences instead of repeated epochs.
              "80000 sequences, 1 epoch": {"train_sequences": 80000, "epochs": 1}},
+    # The test of the prediction from the data fit and the capacity runs: the cheapest width predicted to come
+    # within half a point of the ceiling needs about 167000 sequences (some 100 minutes of one core per seed);
+    # 50000 is the largest budget that fitted beside the rest of the study, about 40 minutes per seed.
+    "prediction": {"width 128, 50000 sequences": {
+        "model": {**PRESCRIBED, "hidden_dim": 128, "ff_dim": 256, "head_dim": 32}, "train_sequences": 50000}},
 }
 VARIANT_SEEDS, LEVER_SEEDS = (0, 1, 2), (0, 1)
 
@@ -142,11 +147,13 @@ def finished(path: Path) -> bool:
     return path.exists() and all(key in json.loads(path.read_text(encoding="utf-8")) for key in REQUIRED)
 
 
-FIRST = ("dense (prescribed)", "20000 sequences", "40000 sequences", "80000 sequences, 1 epoch", "80000 sequences")
+FIRST = ("dense (prescribed)", "20000 sequences", "40000 sequences", "80000 sequences, 1 epoch", "80000 sequences",
+         "width 96", "width 128")
 
 
 def priority(run: Run) -> tuple:
-    """What the fit of the gap against the data budget needs, smallest budgets first, then the plan's order."""
+    """What the fit of the gap against the data budget and the prediction from the capacity runs need, smallest
+    budgets first, then the plan's order."""
     return (FIRST.index(run.name) if run.name in FIRST else len(FIRST),)
 
 
@@ -198,12 +205,18 @@ def summarize(records: list[dict]) -> dict:
     configs = {}
     for record in records:
         configs.setdefault((record["group"], record["name"]), []).append(record)
-    baseline = {r["seed"]: r["test_accuracy"] for r in configs.get(BASELINE, [])}
+    baseline = {r["seed"]: r for r in configs.get(BASELINE, [])}
+
+    def paired(runs, key):  # None until the runs and their baselines have all measured `key`
+        pairs = [(r, baseline[r["seed"]]) for r in runs if r["seed"] in baseline]
+        if not pairs or not all(key in r and key in base for r, base in pairs):
+            return None
+        return _spread([r[key] - base[key] for r, base in pairs])
+
     summary = []
     for (group, name), runs in configs.items():
         runs = sorted(runs, key=lambda r: r["seed"])
         epochs = np.array([r["epoch_test_accuracy"] for r in runs])
-        paired = [r["test_accuracy"] - baseline[r["seed"]] for r in runs if r["seed"] in baseline]
         summary.append({
             "group": group, "name": name, "seeds": [r["seed"] for r in runs],
             "model": runs[0]["model"], "epochs": runs[0]["epochs"], "train_sequences": runs[0]["train_sequences"],
@@ -214,7 +227,9 @@ def summarize(records: list[dict]) -> dict:
             # bits per token: None until every run of the configuration has measured them
             **{key: _spread([r[key] for r in runs]) if all(key in r for r in runs) else None
                for key in ("kl_bits", "cross_entropy_bits", "bayes_entropy_bits")},
-            "difference_from_prescribed": _spread(paired) if paired else None,
+            "difference_from_prescribed": paired(runs, "test_accuracy"),
+            # the same pairing for the two gaps to the Bayes predictor, as the prediction of the budget uses them
+            "gap_difference_from_prescribed": {key: paired(runs, key) for key in ("gap_to_ceiling", "kl_bits")},
             "epoch_test_accuracy_mean": epochs.mean(0).tolist(),
             "epoch_test_accuracy_std": (epochs.std(0, ddof=1) if len(runs) > 1 else 0 * epochs[0]).tolist(),
             "per_position_accuracy_mean": np.mean([r["per_position_accuracy"] for r in runs], 0).round(4).tolist(),

@@ -247,3 +247,48 @@ def test_the_budget_fit_recovers_a_planted_power_law_with_a_floor():
     assert no_floor["exponent"] == pytest.approx(0.3, rel=0.02) and no_floor["floor"] < 1e-4
     with pytest.raises(ValueError, match="at least 4 budgets"):
         hw3.fit_floor_power_law([1, 2, 4], [0.1, 0.05, 0.03])
+
+
+def planted_study(shift=-0.003, tested_gap=None):
+    """A study summary whose data budgets follow gap = 3·N^-0.5 + 0.004 exactly, with one wider model whose gap
+    at 10000 sequences is `shift` from the prescribed one on each seed, and a test run of that width."""
+    def spread(values):
+        values = np.asarray(values, dtype=float)
+        return {"mean": float(values.mean()), "std": float(values.std(ddof=1)), "per_seed": values.tolist()}
+
+    def config(group, name, sequences, gap, shift_per_seed, model, epochs=8):
+        return {"group": group, "name": name, "train_sequences": sequences, "epochs": epochs, "model": model,
+                "parameters": 100 * model["hidden_dim"], "gap_to_ceiling": spread(gap), "kl_bits": None,
+                "gap_difference_from_prescribed": {"gap_to_ceiling": spread(shift_per_seed), "kl_bits": None}}
+
+    law = lambda n: 3.0 * n ** -0.5 + 0.004  # noqa: E731
+    narrow, wide = {"hidden_dim": 64}, {"hidden_dim": 128}
+    configs = [config("variants", "dense (prescribed)", 10000, [law(1e4)] * 2, [0.0, 0.0], narrow)]
+    configs += [config("data", f"{n} sequences", n, [law(n)] * 2, [law(n) - law(1e4)] * 2, narrow)
+                for n in (20000, 40000, 80000)]
+    configs.append(config("capacity", "wide", 10000, [law(1e4) + shift] * 2, [shift - 0.0005, shift + 0.0005], wide))
+    tested = law(50000) + shift if tested_gap is None else tested_gap
+    configs.append(config("prediction", "wide, 50000", 50000, [tested - 0.0002, tested + 0.0002], [0, 0], wide))
+    return {"configs": configs}
+
+
+def test_a_wider_model_moves_the_data_fit_by_its_difference_on_the_same_seeds():
+    rows = {row["name"]: row for row in hw3.width_fits(planted_study(shift=-0.003), "gap_to_ceiling")}
+    narrow, wide = rows["dense (prescribed)"], rows["wide"]
+    assert narrow["fit"]["floor"] == pytest.approx(0.004, abs=2e-4)
+    assert wide["fit"]["floor"] == pytest.approx(narrow["fit"]["floor"] - 0.003)
+    assert (wide["fit"]["scale"], wide["fit"]["exponent"]) == (narrow["fit"]["scale"], narrow["fit"]["exponent"])
+    # the wider model's floor is below a target the narrow one cannot reach: only it gets a finite budget
+    assert hw3.budget_for_gap(narrow["fit"], 0.003) == float("inf")
+    assert hw3.budget_for_gap(wide["fit"], 0.003) == pytest.approx((3.0 / 0.002) ** 2, rel=0.1)
+    assert hw3.width_fits(planted_study(), "kl_bits") == []  # no data budget measured it: nothing to fit
+
+
+def test_a_prediction_holds_when_the_test_run_lands_on_it_and_fails_when_it_does_not():
+    held, = hw3.prediction_tests(planted_study(), "gap_to_ceiling")
+    assert held["predicted"] == pytest.approx(3.0 * 50000 ** -0.5 + 0.001, abs=2e-4) and held["held"]
+    # the margin: twice the combined standard error of the width's shift and of the test run's two seeds
+    assert held["margin"] == pytest.approx(2 * np.sqrt(np.std([-0.0035, -0.0025], ddof=1) ** 2 / 2
+                                                       + np.std([-0.0002, 0.0002], ddof=1) ** 2 / 2))
+    missed, = hw3.prediction_tests(planted_study(tested_gap=3.0 * 50000 ** -0.5 + 0.004), "gap_to_ceiling")
+    assert not missed["held"] and missed["measured"]["mean"] - missed["predicted"] > missed["margin"]

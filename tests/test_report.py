@@ -93,9 +93,10 @@ BREAKERS = {  # claim -> a run that would not bear it out
     "Its gap is largest in the first ten positions": lambda n: n.update(largest_gap_at=40),
     "the model is slower than the ideal predictor to identify the rule": lambda n: n.update(early_share=0.1),
     "Data gains most": lambda n: study_gain(n, "width 128", 0.05),
-    "no more than twice the epochs": lambda n: study_gain(n, "32 epochs", 0.05),
-    "although its training loss keeps falling":
-        lambda n: n["study"]["32 epochs"]["final_train_loss"].update(mean=9.0),
+    "alone will not reach half a point or 0.02 bits at this width":
+        lambda n: n.update(kl_bits_floor=0.01),
+    "within its error but above it": lambda n: n["gap_to_ceiling_test"]["measured"].update(
+        mean=n["gap_to_ceiling_test"]["predicted"] - 0.0001),
 }
 
 
@@ -115,7 +116,7 @@ def test_one_standard_judges_every_comparison_of_the_study(kernel):
     summary = json.loads((hw3.ROOT / "study" / "summary.json").read_text(encoding="utf-8"))
     for config in summary["configs"]:
         verdict = kernel.differs(config["difference_from_prescribed"])
-        if config["name"] != "dense (prescribed)":
+        if config["name"] != "dense (prescribed)" and config["group"] != "prediction":
             listed = [key for key in ("gains", "no_difference", "unjudged") if config["name"] in numbers[key]]
             assert listed == [{True: "gains", False: "no_difference", None: "unjudged"}[verdict]], config["name"]
 

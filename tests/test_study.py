@@ -36,6 +36,11 @@ def test_a_tiny_study_writes_well_formed_results_and_never_repeats_a_run(tmp_pat
     longer = next(c for c in summary["configs"] if c["name"] == "3 epochs")
     assert longer["difference_from_prescribed"]["per_seed"] == [
         records[tiny_runs()[2].run_id]["test_accuracy"] - records[tiny_runs()[0].run_id]["test_accuracy"]]
+    # the same seed draws the same test set, so the gap to the ceiling moves exactly opposite to the accuracy
+    gaps = longer["gap_difference_from_prescribed"]
+    assert gaps["gap_to_ceiling"]["per_seed"] == pytest.approx([-longer["difference_from_prescribed"]["mean"]])
+    assert gaps["kl_bits"]["per_seed"] == [
+        records[tiny_runs()[2].run_id]["kl_bits"] - records[tiny_runs()[0].run_id]["kl_bits"]]
 
     def must_not_train(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
@@ -123,3 +128,84 @@ def test_the_study_runs_first_what_the_fit_of_the_data_budget_needs():
     assert [run.seed for run in fresh] == [0, 1] and all(run.epochs == 1 and run.train_sequences == 80000
                                                          for run in fresh)
     assert 80000 // study.BATCH_SIZE == 625  # the same compute as the prescribed 8 x 79 = 632 steps, within 1%
+    capacity = [i for i, name in enumerate(order) if name.startswith("width ") and "sequences" not in name]
+    assert max(capacity) < order.index("GQA, 2 KV heads")  # the prediction from the widths comes next
+
+
+def test_the_predicted_budget_is_trained_at_a_width_of_the_capacity_lever_on_two_seeds():
+    widths = [run.model for run in study.plan() if run.group == "capacity"]
+    tested = [run for run in study.plan() if run.group == "prediction"]
+    assert [run.seed for run in tested] == [0, 1]
+    assert all(run.model in widths and run.epochs == 8 and run.train_sequences > 10000 for run in tested)
+
+
+def test_the_committed_study_measured_bits_for_every_configuration():
+    summary = json.loads((ROOT / "study" / "summary.json").read_text(encoding="utf-8"))
+    names = {(run.group, run.name) for run in study.plan()}
+    assert {(c["group"], c["name"]) for c in summary["configs"]} == names
+    for config in summary["configs"]:
+        for key in ("kl_bits", "cross_entropy_bits", "bayes_entropy_bits"):
+            assert config[key] is not None and len(config[key]["per_seed"]) == len(config["seeds"]), config["name"]
+        assert config["cross_entropy_bits"]["mean"] - config["bayes_entropy_bits"]["mean"] == pytest.approx(
+            config["kl_bits"]["mean"], abs=1e-9)
+
+
+def test_the_tested_width_is_the_cheapest_the_fit_predicts_to_come_within_half_a_point():
+    summary = json.loads((ROOT / "study" / "summary.json").read_text(encoding="utf-8"))
+    rows = hw3_helpers.width_fits(summary, "gap_to_ceiling")
+    cost = {row["name"]: row["parameters"] * hw3_helpers.budget_for_gap(row["fit"], 0.005) for row in rows}
+    [test] = hw3_helpers.prediction_tests(summary, "gap_to_ceiling")
+    assert test["width"] == min(cost, key=cost.get) != "dense (prescribed)"
+    assert test["train_sequences"] < hw3_helpers.budget_for_gap(
+        next(row["fit"] for row in rows if row["name"] == test["width"]), 0.005)  # the largest that fitted, below
+
+
+def test_what_the_notebook_says_of_the_prediction_holds_for_the_committed_study():
+    summary = json.loads((ROOT / "study" / "summary.json").read_text(encoding="utf-8"))
+    for key, target in (("gap_to_ceiling", 0.005), ("kl_bits", 0.02)):
+        rows = hw3_helpers.width_fits(summary, key)
+        assert rows[0]["fit"]["floor"] > target  # the prescribed width: data alone does not reach it
+        [test] = hw3_helpers.prediction_tests(summary, key)
+        band = test["predicted"] + test["margin"]
+        assert test["held"] and test["predicted"] + test["margin"] / 2 < test["measured"]["mean"] <= band
+        assert test["measured"]["mean"] - test["predicted"] > 2 * test["measured"]["std"]  # above, beyond the seeds
+        assert test["width_gain_at_budget"] < test["width_gain_at_10000"] / 2  # "much less at 50000"
+    wide = next(row for row in hw3_helpers.width_fits(summary, "kl_bits") if row["name"] == "width 128")
+    margin = 2 * wide["shift"]["std"] / len(wide["shift"]["per_seed"]) ** 0.5
+    assert abs(wide["fit"]["floor"] - 0.02) < margin  # "cannot be told apart from the 0.02 target"
+
+
+def test_what_the_notebook_says_the_study_shows_holds_for_the_committed_study():
+    summary = json.loads((ROOT / "study" / "summary.json").read_text(encoding="utf-8"))
+    configs = {config["name"]: config for config in summary["configs"]}
+
+    def beyond_twice_the_standard_error(stat):
+        return abs(stat["mean"]) > 2 * stat["std"] / len(stat["per_seed"]) ** 0.5
+
+    def kl_gain(name):  # positive: fewer bits lost than the prescribed model on the same seeds
+        return -configs[name]["gap_difference_from_prescribed"]["kl_bits"]["mean"]
+
+    for name in ("MoE, 4 experts top-2", "all three"):  # beat the prescribed model on every seed, in bits too
+        assert min(configs[name]["difference_from_prescribed"]["per_seed"]) > 0
+        assert 0.015 < kl_gain(name) < 0.03 and beyond_twice_the_standard_error(
+            configs[name]["gap_difference_from_prescribed"]["kl_bits"])
+        assert 0.004 < configs[name]["difference_from_prescribed"]["mean"] < 0.007  # about half a point
+    for name in ("GQA, 2 KV heads", "sliding window 8, alternating"):  # within the spread in accuracy
+        assert not beyond_twice_the_standard_error(configs[name]["difference_from_prescribed"])
+    assert not beyond_twice_the_standard_error(configs["GQA, 2 KV heads"]["gap_difference_from_prescribed"]["kl_bits"])
+    window = configs["sliding window 8, alternating"]["gap_difference_from_prescribed"]["kl_bits"]
+    assert 0 < window["mean"] < 0.01 and beyond_twice_the_standard_error(window)  # "loses a little, just beyond"
+    assert configs["40000 sequences"]["kl_bits"]["mean"] < configs["dense (prescribed)"]["kl_bits"]["mean"] / 2
+    data = ["dense (prescribed)", "20000 sequences", "40000 sequences", "80000 sequences"]
+    assert [configs[n]["kl_bits"]["mean"] for n in data] == sorted((configs[n]["kl_bits"]["mean"] for n in data),
+                                                                   reverse=True)  # more data, fewer bits lost
+    assert configs["32 epochs"]["test_accuracy"]["mean"] <= configs["16 epochs"]["test_accuracy"]["mean"]
+    assert configs["32 epochs"]["final_train_loss"]["mean"] < configs["16 epochs"]["final_train_loss"]["mean"]
+    longer, shorter = configs["32 epochs"]["kl_bits"], configs["16 epochs"]["kl_bits"]  # in bits they even hurt
+    assert min(longer["per_seed"]) > max(shorter["per_seed"])
+    assert abs(longer["mean"] - configs["dense (prescribed)"]["kl_bits"]["mean"]) < 0.005
+    fresh = configs["80000 sequences, 1 epoch"]  # equal compute: fresh sequences beat repeated epochs on each seed
+    assert min(fresh["difference_from_prescribed"]["per_seed"]) > 0
+    assert max(fresh["gap_difference_from_prescribed"]["kl_bits"]["per_seed"]) < 0
+    assert 0.004 < fresh["difference_from_prescribed"]["mean"] < 0.007 and 0.02 < kl_gain(fresh["name"]) < 0.035
+    assert max(kl_gain(n) for n in ("width 96", "width 128")) < kl_gain("40000 sequences")  # width: less than data

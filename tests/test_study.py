@@ -199,6 +199,8 @@ def test_what_the_notebook_says_the_study_shows_holds_for_the_committed_study():
     data = ["dense (prescribed)", "20000 sequences", "40000 sequences", "80000 sequences"]
     assert [configs[n]["kl_bits"]["mean"] for n in data] == sorted((configs[n]["kl_bits"]["mean"] for n in data),
                                                                    reverse=True)  # more data, fewer bits lost
+    assert [configs[n]["test_accuracy"]["mean"] for n in data] == sorted(configs[n]["test_accuracy"]["mean"]
+                                                                         for n in data)  # and higher accuracy
     assert configs["32 epochs"]["test_accuracy"]["mean"] <= configs["16 epochs"]["test_accuracy"]["mean"]
     assert configs["32 epochs"]["final_train_loss"]["mean"] < configs["16 epochs"]["final_train_loss"]["mean"]
     longer, shorter = configs["32 epochs"]["kl_bits"], configs["16 epochs"]["kl_bits"]  # in bits they even hurt

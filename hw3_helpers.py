@@ -438,14 +438,14 @@ def plot_budget_fit(summary: dict, targets: dict):
     predicted budget at a larger width. `targets`: key -> gap aimed at."""
     import matplotlib.pyplot as plt
 
-    keys = [key for key in targets if len(data_budgets(summary, key)[0]) >= 4]
+    fits = {key: width_fits(summary, key) for key in targets}  # one fit per gap, moved to each width
+    keys = [key for key in targets if fits[key]]
     fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(6.5 * max(len(keys), 1), 4.2), squeeze=False)
     labels = {"gap_to_ceiling": "gap to the ceiling, accuracy", "kl_bits": "KL(Bayes ‖ model), bits per token"}
     for ax, key in zip(axes[0], keys, strict=False):
         budgets, fresh = data_budgets(summary, key)
         n = np.array([c["train_sequences"] for c in budgets], dtype=float)
-        gap = np.array([c[key]["mean"] for c in budgets])
-        fit = fit_floor_power_law(n, gap)
+        fit = fits[key][0]["fit"]  # the prescribed width
         for c in budgets:
             seeds = c[key]["per_seed"]
             ax.plot([c["train_sequences"]] * len(seeds), seeds, "o", color="tab:blue", alpha=0.6)
@@ -459,7 +459,7 @@ def plot_budget_fit(summary: dict, targets: dict):
                     color="tab:red", label="same 625 steps on fresh sequences (1 epoch)")
         tests = prediction_tests(summary, key)
         for test in tests[:1]:  # the width that was tested: its moved fit, its prediction and the test run
-            row = next(r for r in width_fits(summary, key) if r["name"] == test["width"])
+            row = next(r for r in fits[key] if r["name"] == test["width"])
             wider = next(c for c in summary["configs"] if c["name"] == test["width"])  # at 10000 sequences
             tested = next(c for c in study_configs(summary, "prediction") if c["name"] == test["name"])
             ax.plot(grid, fitted_gap(row["fit"], grid), "--", color="tab:orange",

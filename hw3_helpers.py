@@ -9,6 +9,7 @@ import json
 import os
 import random
 import tempfile
+import types
 from pathlib import Path
 
 import numpy as np
@@ -102,21 +103,6 @@ def branch_values(tokens: np.ndarray, coeffs: np.ndarray, vocab_size: int) -> tu
     return (windows * coeffs[:, None, :]).sum(-1) % vocab_size, (tokens[:, n_first - 1:-1] + 1) % vocab_size
 
 
-def rule_consistent(tokens: np.ndarray, coeffs: np.ndarray, vocab_size: int) -> np.ndarray:
-    """Which tokens the true generator could have emitted: its recurrence or the last token + 1.
-
-    Args:
-        tokens: int array [num_sequences, length] of consecutive tokens, at least n_first long.
-        coeffs: int array [num_sequences, n_first], each sequence's true coefficients.
-
-    Returns:
-        bool array [num_sequences, length - n_first]: token t (t >= n_first) is consistent.
-    """
-    recurrence, plus_one = branch_values(tokens, coeffs, vocab_size)
-    following = tokens[:, coeffs.shape[1]:]
-    return (following == recurrence) | (following == plus_one)
-
-
 def bits_against_bayes(model_log_probs: np.ndarray, bayes_probs: np.ndarray, targets: np.ndarray) -> dict:
     """How far the model's next-token distributions are from the exact posterior predictive, in bits, per token.
 
@@ -162,27 +148,6 @@ def token_branches(tokens: np.ndarray, coeffs: np.ndarray, vocab_size: int) -> n
     return np.select([by_recurrence & by_plus_one, by_recurrence, by_plus_one], [2, 0, 1], default=3)
 
 
-def continuation_diversity(samples: np.ndarray) -> tuple[float, float]:
-    """Mean number of distinct continuations per prompt, and mean per-position entropy (bits) across samples.
-
-    Args:
-        samples: int array [num_prompts, num_samples, gen_length].
-    """
-    distinct = np.mean([len({row.tobytes() for row in prompt}) for prompt in samples])
-    entropies = []
-    for prompt in samples:
-        for column in prompt.T:
-            freq = np.bincount(column) / len(column)
-            freq = freq[freq > 0]
-            entropies.append(-(freq * np.log2(freq)).sum())
-    return float(distinct), float(np.mean(entropies))
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Analysis: what the trained model computes
-# --------------------------------------------------------------------------------------------------------------
-
-@torch.no_grad()
 def residual_stream(model: torch.nn.Module, tokens: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """The residual stream after the embedding and after each block, for every token.
 
@@ -342,6 +307,33 @@ def format_spread(stat: dict, digits: int = 3, signed: bool = False) -> str:
     return f"{mean} ± {stat['std']:.{digits}f} (n={len(stat['per_seed'])})"
 
 
+def study_table(summary: dict) -> str:
+    """The study's configurations as a Markdown table (it fits any width: cells wrap at spaces, and no number has
+    one): per configuration its parameters (in thousands), training steps, number of seeds, and the mean ± the
+    sample standard deviation over those seeds of its test accuracy, its difference from the prescribed dense model
+    on the same seeds, its gap to the Bayes ceiling and its KL from the Bayes predictor in bits per token."""
+    def spread(stat: dict | None, signed: bool = False) -> str:
+        if not stat:
+            return "not measured"
+        mean = f"{stat['mean']:{'+' if signed else ''}.3f}".replace("-", "−")
+        return mean if len(stat["per_seed"]) < 2 else f"{mean}±{stat['std']:.3f}"
+
+    lines = ["| configuration | parameters | steps | seeds | test accuracy | vs dense, same seeds | gap to ceiling "
+             "| KL, bits per token |", "|:--|--:|--:|--:|:--|:--|:--|:--|"]
+    group = None
+    for config in summary["configs"]:
+        if config["group"] != group:
+            group = config["group"]
+            lines.append(f"| ***{group}*** | | | | | | | |")
+        baseline = (config["group"], config["name"]) == ("variants", "dense (prescribed)")
+        lines.append(" | ".join((
+            f"| {config['name']}", f"{config['parameters'] / 1000:.0f}k", f"{config['steps']}",
+            f"{len(config['test_accuracy']['per_seed'])}", spread(config["test_accuracy"]),
+            "baseline" if baseline else spread(config.get("difference_from_prescribed"), signed=True),
+            spread(config.get("gap_to_ceiling")), spread(config.get("kl_bits")))) + " |")
+    return "\n".join(lines) + "\n\n± is the sample standard deviation over the seeds."
+
+
 def fit_floor_power_law(budget, gap) -> dict:
     """gap = scale * budget^-exponent + floor, fitted by least squares on the gaps: for each floor on a fine grid
     below the smallest gap, a line in log-log space gives scale and exponent; the floor with the smallest error
@@ -440,7 +432,8 @@ def plot_budget_fit(summary: dict, targets: dict):
 
     fits = {key: width_fits(summary, key) for key in targets}  # one fit per gap, moved to each width
     keys = [key for key in targets if fits[key]]
-    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(6.5 * max(len(keys), 1), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(5.6 * max(len(keys), 1), 6.4), squeeze=False,
+                             layout="constrained")
     labels = {"gap_to_ceiling": "gap to the ceiling, accuracy", "kl_bits": "KL(Bayes ‖ model), bits per token"}
     for ax, key in zip(axes[0], keys, strict=False):
         budgets, fresh = data_budgets(summary, key)
@@ -478,8 +471,8 @@ def plot_budget_fit(summary: dict, targets: dict):
         ax.set(xscale="log", xlabel="training sequences (8 epochs each; seeds as dots)", ylabel=labels.get(key, key),
                title=labels.get(key, key), ylim=(0, None))
         ax.grid(True, alpha=0.3, which="both")
-        ax.legend(fontsize=8, numpoints=1)
-    fig.tight_layout()
+        # below the axes, where it hides no data
+        ax.legend(fontsize=9, numpoints=1, loc="upper center", bbox_to_anchor=(0.5, -0.13))
     return fig
 
 
@@ -487,12 +480,14 @@ def plot_study_variants(summary: dict):
     """Each variant's test accuracy, its difference from the prescribed model trained on the same seed, and its
     KL from the Bayes predictor in bits per token: every seed a dot, mean ± standard deviation a bar."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     variants = study_configs(summary, "variants")
-    fig, axes = plt.subplots(1, 3, figsize=(16, 0.6 * len(variants) + 1.8), sharey=True)
-    for ax, key, label in ((axes[0], "test_accuracy", "Test accuracy"),
-                           (axes[1], "difference_from_prescribed", "Difference from the dense model, same seed"),
-                           (axes[2], "kl_bits", "KL(Bayes ‖ model), bits per token")):
+    fig, axes = plt.subplots(1, 3, figsize=(11, 0.5 * len(variants) + 2.0), sharey=True, layout="constrained")
+    panels = ((axes[0], "test_accuracy", "test accuracy", 6),
+              (axes[1], "difference_from_prescribed", "difference from the dense model,\nsame seed", 4),
+              (axes[2], "kl_bits", "KL(Bayes ‖ model),\nbits per token", 6))  # the last: how many ticks at most
+    for ax, key, label, ticks in panels:
         for row, config in enumerate(variants):
             stat = config[key]
             if stat is None:  # not measured on every seed yet
@@ -500,13 +495,14 @@ def plot_study_variants(summary: dict):
             ax.errorbar(stat["mean"], row, xerr=stat["std"], fmt="s", color="black", capsize=4, zorder=3)
             ax.plot(stat["per_seed"], [row] * len(stat["per_seed"]), "o", alpha=0.5, color="tab:blue")
         ax.set(xlabel=label)
+        ax.xaxis.set_major_locator(MaxNLocator(ticks, steps=[1, 2, 3, 5, 10]))  # labels that do not run together
+        ax.margins(x=0.08)
         ax.grid(True, alpha=0.3)
     axes[1].axvline(0, color="gray", lw=1)
     axes[0].set_yticks(range(len(variants)), [c["name"] for c in variants])
     axes[0].invert_yaxis()
     fig.suptitle(f"Variants at the prescribed budget ({variants[0]['epochs']} epochs, "
                  f"{variants[0]['train_sequences']} sequences): seeds as dots, mean ± s.d. as bars")
-    fig.tight_layout()
     return fig
 
 
@@ -520,14 +516,19 @@ def study_figures(summary: dict) -> dict:
 
 def plot_study_levers(summary: dict):
     """Test accuracy against training steps for each lever (epochs, capacity, data), the ceiling drawn in; and the
-    KL each configuration ends at against its training cost (parameters × steps)."""
+    KL each configuration ends at against its training cost (parameters × steps), named beside each point, in a
+    panel as wide as the figure below them."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+    from matplotlib.transforms import Bbox
 
     baseline = next(c for c in study_configs(summary, "variants") if c["name"] == "dense (prescribed)")
     ceiling = np.mean([c["bayes_accuracy"]["mean"] for c in summary["configs"]])
     levers = [group for group in ("epochs", "capacity", "data") if study_configs(summary, group)]
-    fig, axes = plt.subplots(1, len(levers) + 1, figsize=(5 * (len(levers) + 1), 4.2), squeeze=False)
-    for ax, lever in zip(axes[0], levers, strict=False):
+    fig = plt.figure(figsize=(12, 9.2))
+    grid = fig.add_gridspec(2, len(levers))
+    axes = [fig.add_subplot(grid[0, i]) for i in range(len(levers))] + [fig.add_subplot(grid[1, :])]
+    for ax, lever in zip(axes, levers, strict=False):
         for config in [baseline, *study_configs(summary, lever)]:
             steps = config["steps_per_epoch"] * np.arange(1, config["epochs"] + 1)
             mean, std = np.array(config["epoch_test_accuracy_mean"]), np.array(config["epoch_test_accuracy_std"])
@@ -535,28 +536,160 @@ def plot_study_levers(summary: dict):
             line, = ax.plot(steps, mean, "o-", ms=2.5, label=label)
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.axhline(ceiling, ls="--", color="black", label=f"Bayes ceiling {ceiling:.3f}")
-        ax.set(title=f"lever: {lever}", xlabel="Training steps (batches of 128)", xscale="log", ylim=(0.6, 0.9))
+        ax.set(title=f"lever: {lever}", xlabel="training steps (batches of 128)", xscale="log", ylim=(0.6, 0.9),
+               ylabel="test accuracy, mean ± s.d.")
+        low, high = ax.get_xlim()  # plain numbers at 1-2-5 steps, not 2×10^2 3×10^2 running together
+        ticks = [t for t in (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000) if low <= t <= high]
+        if len(ticks) > 5:  # too many to read side by side in a third of the figure
+            ticks = [t for t in (10, 30, 100, 300, 1000, 3000, 10000, 30000) if low <= t <= high]
+        ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, alpha=0.3, which="both")
-        ax.legend(fontsize=8, loc="lower right")
-    axes[0][0].set_ylabel("Test accuracy after each epoch (mean ± s.d. over seeds)")
-    bits = axes[0][-1]  # where every configuration ends, in bits: the mean over seeds with its s.d.
+        ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below, hiding no curve
+
+    bits = axes[len(levers)]  # where every configuration ends, in bits: the mean over seeds with its s.d.
     colors = {"variants": "black", "epochs": "tab:purple", "capacity": "tab:orange", "data": "tab:blue",
               "prediction": "tab:green"}
+    points = []  # (cost, mean, s.d., name, color)
     for lever, color in colors.items():
         configs = [c for c in study_configs(summary, lever) if c.get("kl_bits") is not None
                    and (lever != "variants" or c is baseline)]
         for i, config in enumerate(configs):
             cost = config["steps"] * config["parameters"]
-            bits.errorbar(cost, config["kl_bits"]["mean"], yerr=config["kl_bits"]["std"], fmt="o", color=color,
-                          capsize=3, label=lever if i == 0 else None)
-            bits.annotate(config["name"], (cost, config["kl_bits"]["mean"]), fontsize=6, xytext=(4, 3),
-                          textcoords="offset points", color=color)
-    bits.set(title="KL from the Bayes predictor after training", xscale="log", ylim=(0, None),
-             xlabel="Training cost: parameters × steps", ylabel="KL(Bayes ‖ model), bits per token")
+            stat = config["kl_bits"]
+            bits.errorbar(cost, stat["mean"], yerr=stat["std"], fmt="o", color=color, capsize=3,
+                          label=lever if i == 0 else None)
+            points.append((cost, stat["mean"], stat["std"], config["name"], color))
+    costs = [p[0] for p in points]
+    bits.set(title="KL from the Bayes predictor after training", xscale="log",
+             xlim=(min(costs) / 1.6, max(costs) * 1.6), ylim=(0, max(p[1] + p[2] for p in points) * 1.15),
+             xlabel="training cost: parameters × steps", ylabel="KL(Bayes ‖ model), bits per token")
     bits.grid(True, alpha=0.3, which="both")
-    bits.legend(fontsize=8)
-    fig.tight_layout()
+    legend = bits.legend(fontsize=9, loc="upper right")
+    fig.tight_layout(h_pad=1.5)
+
+    # Each point's name beside it, where it covers no other name, point or error bar and stays inside the panel
+    # (else where it covers least): placed one by one, then each moved again while any still overlaps. This
+    # measures the text as drawn, so it runs once the layout is fixed.
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = bits.get_window_extent(renderer)
+    pt = fig.dpi / 72  # pixels a point
+
+    def padded(box, pad=1.5 * pt):
+        return Bbox.from_extents(box.x0 - pad, box.y0 - pad, box.x1 + pad, box.y1 + pad)
+
+    def area(box):
+        return max(box.width, 0) * max(box.height, 0)
+
+    def covered(box, others):  # how much of the box lies on others or outside the panel
+        return sum(area(i) for i in (Bbox.intersection(box, o) for o in others) if i is not None) \
+            + area(box) - area(Bbox.intersection(box, frame) or Bbox.null())
+
+    marks = [padded(legend.get_window_extent(renderer))]  # the legend, and each point with its error bar and caps
+    for cost, mean, std, _, _ in points:
+        (x, low), (_, high) = bits.transData.transform([(cost, mean - std), (cost, mean + std)])
+        marks.append(Bbox.from_extents(x - 3.5 * pt, low - 3.5 * pt, x + 3.5 * pt, high + 3.5 * pt))
+    sides = [(6, 3, "left", "bottom"), (6, -3, "left", "top"), (-6, 3, "right", "bottom"),
+             (-6, -3, "right", "top"), (0, 7, "center", "bottom"), (0, -7, "center", "top"),
+             (6, 12, "left", "bottom"), (-6, 12, "right", "bottom"), (6, -12, "left", "top"),
+             (-6, -12, "right", "top"), (0, 18, "center", "bottom"), (0, -18, "center", "top")]
+
+    def place(k, others):
+        cost, mean, std, name, color = points[k]
+        best = None
+        for dx, dy, ha, va in sides:
+            at = mean + (np.sign(dy) * std if dx == 0 else 0)  # above or below the error bar, or beside the point
+            text = bits.annotate(name, (cost, at), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                                 fontsize=9, color=color)
+            box = padded(text.get_window_extent(renderer))
+            score = covered(box, others)
+            if best is None or score < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (score, text, box)
+            else:
+                text.remove()
+            if score == 0:
+                break
+        return best
+
+    placed = {}
+    for _ in range(3):
+        for k in range(len(points)):
+            others = marks + [placed[j][2] for j in placed if j != k]
+            if k in placed:
+                if covered(placed[k][2], others) == 0:
+                    continue
+                placed[k][1].remove()
+            placed[k] = place(k, others)
     return fig
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The report: its sentences whose truth depends on the run, checked on the run's numbers
+# --------------------------------------------------------------------------------------------------------------
+
+def _sampled_at_or_above_t1(n) -> list[float]:
+    return [n.rule_consistent[t, p] for t in (1.0, 1.5, 2.0) for p in (0.9, 1.0)]
+
+
+def _flat_from_10(n) -> bool:
+    late = np.asarray(n.per_token_acc[10:])
+    halves = np.array_split(late, 2)
+    steep = np.asarray(n.per_token_acc[:3]).max() < late.mean() - 0.2
+    return bool(steep and abs(halves[0].mean() - halves[1].mean()) < 0.02)
+
+
+def _cap(n) -> float:
+    """A predictor that knows each sequence's pair misses only the "+1" jumps that land off the rule's value."""
+    return 1 - n.next_prob * (1 - 1 / n.vocab_size)
+
+
+# A fragment of a report sentence -> its test on the run's numbers (rule_consistent and distinct by setting,
+# "greedy" or (t, top_p); per_token_acc; next_prob; vocab_size), as the notebook passes them to check_report.
+REPORT_CLAIMS = {
+    "the 8 continuations of a prompt are always the same": lambda n: n.distinct["greedy"] == 1,
+    "at a price": lambda n: n.rule_consistent[1.0, 0.9] < n.rule_consistent["greedy"],
+    "without truncation (`top_p=1`)": lambda n: n.rule_consistent[1.0, 1.0] < n.rule_consistent[1.0, 0.9],
+    "Greedy keeps to the rule more often":
+        lambda n: n.rule_consistent["greedy"] > max(_sampled_at_or_above_t1(n)),
+    "sampling behaves almost like greedy decoding": lambda n: abs(
+        n.rule_consistent[0.5, 0.9] - n.rule_consistent["greedy"]) < 0.02 and n.distinct[0.5, 0.9] < 2,
+    "nearly every sample differs": lambda n: n.distinct[2.0, 1.0] > 7.5,
+    "rule-consistency falls at every step up in temperature": lambda n: all(
+        n.rule_consistent[a, p] > n.rule_consistent[b, p]
+        for p in (0.9, 1.0) for a, b in ((0.5, 1.0), (1.0, 1.5), (1.5, 2.0))),
+    "A small nucleus protects against high temperature":
+        lambda n: all(n.rule_consistent[t, 0.5] > n.rule_consistent[t, 1.0] + 0.1 for t in (1.5, 2.0)),
+    "climbs steeply over the next few positions and stays flat from about position 10 on": _flat_from_10,
+    "below that cap": lambda n: 0 < _cap(n) - float(np.mean(n.per_token_acc[10:])) < 0.05,
+}
+
+
+def report_verdicts(report_text: str, **numbers) -> dict[str, str]:
+    """For each claim of REPORT_CLAIMS: "holds", "does not hold", or "no longer in the report" (a student rewrote
+    it). Sentences are compared with white space folded, so line breaks inside them do not matter."""
+    flat, n = " ".join(report_text.split()), types.SimpleNamespace(**numbers)
+    return {claim: "no longer in the report" if claim not in flat else "holds" if holds(n) else "does not hold"
+            for claim, holds in REPORT_CLAIMS.items()}
+
+
+def check_report(report_parts: list[str], **numbers) -> dict:
+    """Show, under the report, whether each of its run-dependent sentences holds for this run, and its word count
+    as `wc -w` counts (the handout asks for 300 to 600). Returns the verdicts and the count for the metrics."""
+    from IPython.display import Markdown, display
+
+    text = "\n\n".join(report_parts)
+    verdicts, words = report_verdicts(text, **numbers), len(text.split())
+    failing = [claim for claim, verdict in verdicts.items() if verdict == "does not hold"]
+    shown = (f"⚠️ **This run does not bear out {len(failing)} of the report's sentences; edit them before "
+             "submitting:**\n" + "\n".join(f"- “{claim}”" for claim in failing) if failing else
+             f"✅ All {sum(v == 'holds' for v in verdicts.values())} sentences of the report that depend on the run "
+             "hold for this run.")
+    limits = "" if 300 <= words <= 600 else " ⚠️ **outside the handout's 300 to 600**"
+    display(Markdown(f"{shown}\n\nThe report has {words} words{limits}."))
+    return {"claims": verdicts, "words": words}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -581,17 +714,21 @@ def save_figure(fig, name: str) -> Path:
 
 
 def write_metrics(metrics: dict) -> Path:
-
+    """The run's numbers as build/metrics.json, for `make check` and the tests; returns the path, relative to
+    the output folder."""
     path = output_dir() / "build" / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    return path
+    return path.relative_to(output_dir())
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder, so readers never see half a file."""
-
+    """Write through a temporary file in the same folder, so readers never see half a file. The file gets the mode
+    a plain open() would give it (the umask applies), not the owner-only mode of a temporary file."""
+    umask = os.umask(0)
+    os.umask(umask)
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as tmp:
         tmp.write(text)
+    os.chmod(tmp.name, 0o666 & ~umask)
     os.replace(tmp.name, path)
 

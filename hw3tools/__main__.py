@@ -41,20 +41,44 @@ def version_text(info=None):
     return ".".join(str(part) for part in info[:3])
 
 
-def interpreter_problem(info=None, find=shutil.which):
-    """None if this interpreter will do; else (a fitting interpreter found on the PATH or None, the message)."""
+def reported_version(candidate, timeout=30):
+    """(major, minor, micro) that `candidate` prints when it really runs, or None: a name on the PATH can still fail
+    (a pyenv shim for a version that pyenv has not selected exits 127 with "command not found"), hang or be broken."""
+    try:
+        result = subprocess.run(
+            [candidate, "-c", "import sys; sys.stdout.write('%d.%d.%d' % tuple(sys.version_info[:3]))"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, encoding="utf-8",
+            timeout=timeout)
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
+        return None
+    try:
+        return tuple(int(part) for part in result.stdout.strip().split(".")) if result.returncode == 0 else None
+    except ValueError:
+        return None
+
+
+def interpreter_problem(info=None, find=shutil.which, probe=reported_version):
+    """None if this interpreter will do; else (a fitting interpreter found on the PATH or None, the message).
+    A candidate counts only once `probe` has run it and it said 3.11 or newer, so that a name that merely exists
+    on the PATH never replaces hw3's own advice with its error."""
     info = info or sys.version_info
     if tuple(info[:2]) >= MINIMUM:
         return None
+    skipped = []
     for version in NEWEST_FIRST:
         found = find("python" + version)
-        if found:
+        if not found:
+            continue
+        reported = probe(found)
+        if reported is not None and tuple(reported[:2]) >= MINIMUM:
             return found, (f"Python {version_text(info)} is too old for hw3 (it needs 3.11 or newer); "
-                           f"using {found} instead.")
+                           f"using {found} (Python {version_text(reported)}) instead.")
+        skipped.append(f"{found} ({'reports Python ' + version_text(reported) if reported else 'does not run'})")
     return None, (
-        f"Python {version_text(info)} is too old for hw3: it needs Python 3.11 or newer, and none was found on "
-        "the PATH "
-        "(looked for python3.14 ... python3.11). Nothing was installed.\n"
+        f"Python {version_text(info)} is too old for hw3: it needs Python 3.11 or newer, and none that runs was "
+        "found on the PATH "
+        "(looked for python3.14 ... python3.11" + ("; skipped " + ", ".join(skipped) if skipped else "")
+        + "). Nothing was installed.\n"
         "  - Point make at a newer one: make run PYTHON=python3.12 (or any path to a Python >= 3.11).\n"
         "  - macOS: brew install python@3.12, or the installer from https://www.python.org/downloads/\n"
         "  - Ubuntu/Debian: sudo apt install python3.12 python3.12-venv (Ubuntu 22.04: from the deadsnakes PPA)\n"
@@ -84,11 +108,32 @@ def torch_plan(choice):
     return "pin", None
 
 
-def stamp(plan):
+def this_interpreter():
+    """(resolved path, version) of the Python running this: what .venv is built from."""
+    return os.path.realpath(sys.executable), version_text()
+
+
+def built_by():
+    """(path, version) of the Python that built .venv, from the pyvenv.cfg that venv writes; None if unreadable."""
+    try:
+        lines = (VENV / "pyvenv.cfg").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    config = dict(line.split("=", 1) for line in lines if "=" in line)
+    config = {key.strip(): value.strip() for key, value in config.items()}
+    if "executable" not in config or "version" not in config:
+        return None
+    return config["executable"], config["version"]  # venv writes os.path.realpath(sys.executable), as we do
+
+
+def stamp(plan, interpreter=None):
+    """.venv's marker for what it was built from: the requirements, the torch choice and the interpreter, so that
+    `make run PYTHON=python3.13` does not run a .venv that 3.11 built."""
     digest = hashlib.sha256(REQUIREMENTS.read_bytes())
     for name in ("requirements-notebook.txt",):
         digest.update((ROOT / name).read_bytes())
     digest.update(repr(plan).encode("utf-8"))
+    digest.update(repr(tuple(interpreter or this_interpreter())).encode("utf-8"))
     return VENV / (".installed-" + digest.hexdigest()[:12])
 
 
@@ -98,15 +143,22 @@ def run(command, **kwargs):
 
 
 def setup(choice):
-    """.venv with requirements.txt installed, built once per requirements and torch choice."""
+    """.venv with requirements.txt installed, built once per requirements, torch choice and interpreter."""
     plan = torch_plan(choice)
     done = stamp(plan)
     if done.exists() and venv_python().exists():
         return
+    before = built_by()
+    # Packages built for another interpreter's ABI would stay behind in .venv, so a new interpreter starts afresh.
+    fresh = VENV.exists() and before != this_interpreter()
+    if fresh:
+        was = f"Python {before[1]} ({before[0]})" if before else "an interpreter its pyvenv.cfg does not name"
+        print(f".venv was built by {was}; building it anew for Python {version_text()} ({this_interpreter()[0]})")
     if plan[0] == "reuse":
         print(f"Reusing torch {plan[1]} from {sys.prefix} (a version hw3 was tested with): .venv sees it through "
               "--system-site-packages; the rest of requirements.txt goes into .venv.")
-    run([sys.executable, "-m", "venv"] + (["--system-site-packages"] if plan[0] == "reuse" else []) + [VENV])
+    run([sys.executable, "-m", "venv"] + (["--clear"] if fresh else [])
+        + (["--system-site-packages"] if plan[0] == "reuse" else []) + [VENV])
     pip = [venv_python(), "-m", "pip", "install", "--disable-pip-version-check"]
     if plan[0] == "cpu":
         print(f"Installing the CPU build of torch {TORCH_PIN} (about 0.2 GB) from {CPU_INDEX}")
@@ -154,6 +206,8 @@ def main(argv=None):
     except subprocess.CalledProcessError as failure:
         print(f"error: building .venv failed ({failure}); fix the cause above and run the command again")
         return 1
+    built = built_by() or this_interpreter()
+    print(f".venv runs Python {built[1]} ({built[0]})", flush=True)
     if argv[0] == "setup":
         print(f"{VENV} is ready ({venv_python()})")
         return 0

@@ -25,7 +25,7 @@ REPORT_ELEMENTS = {  # required element -> words that show it is there
     "generation sentence": ("greedy", "argmax"),
     "nucleus sampling vs greedy": ("nucleus", "top-p", "top_p"),
     "temperature paragraph": ("temperature",),
-    "per-position accuracy paragraph": ("per-position", "per position"),
+    "per-token accuracy paragraph": ("per-token", "per token", "per-position", "per position"),
 }
 COLAB_TAG = "colab-link"
 COLAB_URL = re.compile(r"https://colab\.research\.google\.com/\S+")

@@ -104,7 +104,8 @@ class RunFailed(RuntimeError):
 def cell_title(cell) -> str:
     """The first line that says what a cell does: markers, decorators and blank lines skipped."""
     lines = [line.strip() for line in cell.source.splitlines() if line.strip()]
-    first = next((line for line in lines if not line.startswith(("#####", "#[do not modify]", "@"))),
+    first = next((line for line in lines if not line.startswith(("#####", "#[do not modify]", "@", "if hw3 is not None",
+                                                                  "try:"))),
                  lines[0] if lines else "(empty)")
     return first if len(first) <= 60 else first[:57] + "..."
 
@@ -139,6 +140,7 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
     os.environ.update(kernel_env)  # the kernel inherits them
     try:
         with client.setup_kernel():
+            describe_kernel(client, nb)
             for number, (index, cell) in enumerate(code_cells, start=1):
                 log(f"[{number}/{len(code_cells)}] {cell_title(cell)} ...", end=" ", flush=True)
                 started = time.perf_counter()
@@ -163,7 +165,7 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
                 os.environ[name] = value
     for cell in nb.cells:
         if REPORT_TAG in cell.metadata.get("tags", []):  # the executed report reads as prose; its code is a click away
-            cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
+            cell.metadata.update(HIDDEN_SOURCE)
     nb.metadata[RUN_KEY] = {"sources_sha256": sources_fingerprint(nb)}
     executed = build / "homework3.ipynb"
     write_atomically(executed, nbformat.writes(nb))
@@ -173,6 +175,23 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
     write_atomically(build / "run_timings.json", json.dumps(
         {"total_seconds": time.perf_counter() - run_started, "cell_seconds": cell_seconds}, indent=2) + "\n")
     return executed
+
+
+# A code cell whose source is folded away: JupyterLab, Notebook 7 and VS Code read `jupyter.source_hidden`, Colab
+# reads `cellView: form` (with a `#@title` first line).
+HIDDEN_SOURCE = {"jupyter": {"source_hidden": True}, "cellView": "form"}
+
+
+def describe_kernel(client, nb) -> None:
+    """Write into the notebook's metadata what its kernel reports about itself, as Jupyter does when it opens one:
+    otherwise JupyterLab rewrites language_info and the kernel's display name on opening, and the notebook opens
+    with unsaved changes."""
+    reply = client.wait_for_reply(client.kc.kernel_info())
+    if reply is not None and "language_info" in reply["content"]:
+        nb.metadata["language_info"] = reply["content"]["language_info"]
+    spec = client.km.kernel_spec
+    nb.metadata["kernelspec"] = {"name": client.kernel_name, "display_name": spec.display_name,
+                                 "language": spec.language}
 
 
 _OVERWRITTEN_BY_CR = re.compile(r"[^\n]*\r(?=[^\n])")
@@ -251,12 +270,19 @@ REPORT_CHECK_TAG = "report-check"  # the cells under the report that check it: n
 
 def report_cells(nb) -> list:
     """The cells after the assignment's `Your report` heading that make up the report: every one of them (a
-    student's own markdown cells included) except the check under it. No heading, no report."""
+    student's own markdown cells included) up to the next heading of the same level (the appendix), except the
+    check under it. No heading, no report."""
     start = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
                   and c.source.lstrip().startswith(REPORT_HEADING)), None)
     if start is None:
         return []
-    return [c for c in nb.cells[start + 1:] if REPORT_CHECK_TAG not in c.get("metadata", {}).get("tags", [])]
+    cells = []
+    for cell in nb.cells[start + 1:]:
+        if cell.cell_type == "markdown" and re.match(r"##\s", cell.source.lstrip()):
+            break
+        if REPORT_CHECK_TAG not in cell.get("metadata", {}).get("tags", []):
+            cells.append(cell)
+    return cells
 
 
 def report_text(nb) -> str:

@@ -13,7 +13,9 @@ import math
 import re
 from pathlib import Path
 
-from hw3tools.notebook import ROOT
+import nbformat
+
+from hw3tools.notebook import ROOT, edited_since_run, first_difference, report_text
 
 REPORT_DIR = ROOT / "report"
 RECORD = REPORT_DIR / "record.json"
@@ -84,3 +86,16 @@ def outside_tolerance(metrics: dict, record: dict, tolerances: dict) -> list[str
 
 def load_json(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def run_problem(executed: Path, report: Path, source: Path) -> str | None:
+    """Why an executed notebook and a report.md are not one run of `source` as it is now, or None if they are."""
+    if edited_since_run(executed):
+        return f"{executed} was edited after its run"
+    nb = nbformat.read(executed, as_version=4)
+    changed = first_difference(nbformat.read(source, as_version=4), nb)
+    if changed is not None:
+        return f"{executed} is a run of an older {Path(source).name} (cell {changed} differs): run it again"
+    if Path(report).read_text(encoding="utf-8") != report_text(nb):
+        return f"{report} is not the report of {executed} (edited by hand, or written by another run)"
+    return None

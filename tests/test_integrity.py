@@ -67,8 +67,53 @@ def test_committed_notebook_is_clean(nb):
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None
-        assert set(cell.metadata) <= {"tags"}
+        hidden = set(hw3.HIDDEN_SOURCE) if hw3.REPORT_TAG in cell.metadata.get("tags", []) else set()
+        assert set(cell.metadata) <= {"tags"} | hidden
     assert set(nb.metadata) <= {"kernelspec", "language_info"}
+
+
+def added_code_lines(cell) -> int:
+    return len(cell.source.splitlines())
+
+
+def test_the_grader_reaches_the_report_through_the_handout_and_little_else(nb):
+    """Up to the end of the report: a setup cell of at most 15 lines, no added code cell over 25 lines, and between
+    the per-token plot's description and the report heading at most one added code cell."""
+    heading = next(i for i, c in enumerate(nb.cells) if c.source.startswith(hw3.REPORT_HEADING))
+    appendix = next(i for i, c in enumerate(nb.cells) if c.source.startswith("## Beyond the assignment"))
+    added = [c for c in nb.cells[:appendix] if c.cell_type == "code" and hw3.is_added(c)]
+    setup = next(c for c in added if "set_num_threads" in c.source)
+    assert added_code_lines(setup) <= 15
+    assert max(added_code_lines(c) for c in added) <= 25
+    plot = next(i for i, c in enumerate(nb.cells) if "per_token_acc = calc_per_token_acc(" in c.source)
+    between = [c for c in nb.cells[plot + 2:heading] if c.cell_type == "code"]
+    assert nb.cells[plot + 1].cell_type == "markdown" and len(between) <= 1
+    assert heading < appendix and all(added_code_lines(c) <= 25 for c in between)
+
+
+def test_the_training_todo_holds_the_loop_and_a_short_log_only(nb):
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "def train(" in c.source)
+    body = cell.source.split(hw3.TODO_START)[1].split(hw3.TODO_END)[0].strip().splitlines()
+    assert len(body) <= 25
+    assert "F.cross_entropy" in cell.source and "clip_grad_norm_" in cell.source and "training_log" in cell.source
+    assert "state_dict" not in cell.source and "setdefault" not in cell.source  # no weight snapshots, no tricks
+
+
+def test_no_cell_rewrites_other_cells(nb):
+    for cell in nb.cells:
+        assert "input_transformers" not in cell.source and "register_magic" not in cell.source
+
+
+def test_the_appendix_is_skipped_by_plain_guards_when_the_module_is_absent(nb):
+    appendix = next(i for i, c in enumerate(nb.cells) if c.source.startswith("## Beyond the assignment"))
+    code = [c for c in nb.cells[appendix:] if c.cell_type == "code"]
+    assert "except ModuleNotFoundError" in code[0].source and "hw3 = None" in code[0].source
+    for cell in code[1:]:
+        uses_module = "hw3." in cell.source
+        assert not uses_module or cell.source.startswith("if hw3 is not None:"), cell.source.splitlines()[0]
+    graded = "\n".join(c.source for c in nb.cells[:appendix] if c.cell_type == "code"
+                       and hw3.REPORT_CHECK_TAG not in c.metadata.get("tags", []))
+    assert "hw3_helpers" not in graded and "hw3." not in graded  # the homework needs the handout's packages only
 
 
 def test_the_manifest_fingerprints_each_handed_out_cell_of_the_notebook(nb):

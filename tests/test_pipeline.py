@@ -1,5 +1,7 @@
 """The runner, exporter and figure saving, on small notebooks made for the purpose."""
 import json
+import os
+import stat
 from pathlib import Path
 
 import nbformat
@@ -135,3 +137,45 @@ def test_saved_figures_have_the_same_bytes_every_time(tmp_path, monkeypatch):
         contents.append(hw3_helpers.save_figure(fig, "same.png").read_bytes())
         plt.close(fig)
     assert contents[0] == contents[1]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_a_file_written_atomically_gets_the_mode_of_a_plain_open_under_the_same_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        plain, atomic = tmp_path / "plain.txt", tmp_path / "atomic.txt"
+        with open(plain, "w", encoding="utf-8") as file:
+            file.write("x")
+        hw3_helpers.write_atomically(atomic, "x")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    assert atomic.read_text(encoding="utf-8") == "x" and not list(tmp_path.glob("*.tmp"))
+
+
+def test_the_report_ends_at_the_next_heading_of_its_level():
+    nb = new_notebook(cells=[new_markdown_cell(REPORT_HEADING), report_code("x"),
+                             new_markdown_cell("### A sub-heading of the report, still in it"),
+                             new_markdown_cell("## Beyond the assignment (added)"),
+                             new_markdown_cell("An appendix paragraph, not the report.")])
+    nb.cells[1].outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": "Computed: 0.851."})]
+    assert hw3.report_text(nb) == "Computed: 0.851.\n\n### A sub-heading of the report, still in it\n"
+
+
+def test_the_executed_notebook_carries_what_its_kernel_reports_so_opening_it_changes_nothing(tmp_path):
+    import platform
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    source = write_notebook(tmp_path / "toy.ipynb", new_code_cell("x = 1"))
+    nb = nbformat.read(hw3.run_notebook(source, tmp_path / "out", log=lambda *a, **k: None), as_version=4)
+    assert nb.metadata.language_info["name"] == "python"
+    assert nb.metadata.language_info["version"] == platform.python_version()  # the Python that ran the kernel
+    assert nb.metadata.kernelspec["display_name"] == KernelSpecManager().get_kernel_spec("python3").display_name
+    build = tmp_path / "out" / "build"
+    plain = tmp_path / "plain"
+    plain.write_text("x", encoding="utf-8")
+    modes = {stat.S_IMODE(path.stat().st_mode) for path in (build / "homework3.ipynb", build / "homework3.html",
+                                                            tmp_path / "out" / "report.md")}
+    assert modes == {stat.S_IMODE(plain.stat().st_mode)}

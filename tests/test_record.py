@@ -1,7 +1,12 @@
 """A fresh run is held to the committed record within measured tolerances, never bit for bit."""
 import copy
+import json
 
-from hw3tools import record
+import nbformat
+from nbformat.v4 import new_markdown_cell, new_notebook
+
+from hw3tools import cli, record
+from hw3tools import notebook as hw3
 
 RECORD = record.load_json(record.RECORD)
 
@@ -33,3 +38,40 @@ def test_a_run_beyond_tolerance_is_named():
     missing = copy.deepcopy(RECORD)
     del missing["final_test_accuracy"]
     assert any("final_test_accuracy" in p for p in record.outside_tolerance(missing, RECORD, tolerances))
+
+
+def a_finished_run(tmp_path):
+    """A run as `make run` leaves it: the source notebook, its executed copy, metrics.json and report.md."""
+    nb = new_notebook(cells=[new_markdown_cell("Instructions"), new_markdown_cell(hw3.REPORT_HEADING + " (2 points)"),
+                             new_markdown_cell("The report: accuracy 0.851, as this run measured it.")])
+    source = tmp_path / "homework3.ipynb"
+    nbformat.write(nb, source)
+    nb.metadata[hw3.RUN_KEY] = {"sources_sha256": hw3.sources_fingerprint(nb)}
+    (tmp_path / "build").mkdir()
+    nbformat.write(nb, tmp_path / "build" / "homework3.ipynb")
+    (tmp_path / "build" / "metrics.json").write_text(json.dumps({"final_test_accuracy": 0.851}), encoding="utf-8")
+    (tmp_path / "report.md").write_text(hw3.report_text(nb), encoding="utf-8")
+    return source
+
+
+def test_the_record_and_the_committed_report_come_from_one_run(tmp_path, capsys):
+    source, target = a_finished_run(tmp_path), tmp_path / "record.json"
+    assert cli.record_command(tmp_path, source, target) == 0
+    assert json.loads(target.read_text(encoding="utf-8")) == {"final_test_accuracy": 0.851}
+
+
+def test_a_word_planted_in_the_report_is_caught_and_nothing_is_recorded(tmp_path, capsys):
+    source, target = a_finished_run(tmp_path), tmp_path / "record.json"
+    report = tmp_path / "report.md"
+    report.write_text(report.read_text(encoding="utf-8").replace("accuracy", "accuracy planted"), encoding="utf-8")
+    assert cli.record_command(tmp_path, source, target) == 1
+    assert "is not the report of" in capsys.readouterr().out and not target.exists()
+
+
+def test_a_run_of_an_older_notebook_is_not_recorded(tmp_path, capsys):
+    source, target = a_finished_run(tmp_path), tmp_path / "record.json"
+    nb = nbformat.read(source, as_version=4)
+    nb.cells[0].source = "Instructions, changed after the run"
+    nbformat.write(nb, source)
+    assert cli.record_command(tmp_path, source, target) == 1
+    assert "run of an older" in capsys.readouterr().out and not target.exists()

@@ -1,10 +1,14 @@
 """Temperature and nucleus sampling against a brute-force search, generation, and per-position accuracy."""
+import copy
 import functools
 import itertools
 
+import nbformat
 import numpy as np
 import pytest
 import torch
+
+from hw3tools.notebook import NOTEBOOK
 
 
 def nucleus_by_brute_force(logits, top_p, t):
@@ -117,3 +121,35 @@ def test_per_token_accuracy_is_the_mean_over_sequences(hw):
     assert isinstance(per_token, np.ndarray) and per_token.shape == (12,)
     np.testing.assert_allclose(per_token, expected)
     np.testing.assert_allclose(per_token.mean(), float(hw.eval_acc(model, loader)), rtol=1e-6)
+
+
+def run_the_sampling_cell(hw, continue_with):
+    """The notebook's comparison of greedy decoding and sampling, with `generate` replaced by `continue_with`
+    (namespace, prompt rows, length -> new tokens), on the test generators of 300 sequences drawn by the given code."""
+    np.random.seed(0)
+    factory = hw.example_generator(lambda: hw.generate_recursive(2, 7, 0.1))
+    _, generators = hw.generate_dataset(gen_factory=factory, seq_len=8, num_entries=300)
+    [cell] = [c for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code"
+              and "rule_consistent[setting] =" in c.source]
+    namespace = {**vars(hw), "np": np, "torch": torch, "functools": functools, "generators": generators,
+                 "VOCAB_SIZE": 7, "model": None, "print": lambda *args: None}
+    namespace["generate"] = lambda model, prompts, length, token_choice: continue_with(namespace, prompts, length)
+    exec(cell.source, namespace)
+    return namespace
+
+
+def the_generators_own_continuation(namespace, prompts, length):
+    """Each row continued by a copy of its prompt's generator, from where the prompt ended."""
+    rows = [[next(generator) for _ in range(length)]
+            for generator in (copy.deepcopy(namespace["restarted"][row // 8]) for row in range(len(prompts)))]
+    return torch.tensor(np.array(rows))
+
+
+def test_the_rule_consistency_of_the_generators_own_continuations_is_one_and_of_noise_about_two_in_seven(hw):
+    truth = run_the_sampling_cell(hw, the_generators_own_continuation)
+    assert set(truth["rule_consistent"].values()) == {1.0}
+    assert all(1 < distinct <= 8 for distinct in truth["distinct"].values())  # the "+1" jumps make them differ
+    noise = run_the_sampling_cell(hw, lambda namespace, prompts, length: torch.randint(0, 7, (len(prompts), length)))
+    for share in noise["rule_consistent"].values():  # two of the 7 values are consistent (one where they coincide)
+        assert abs(share - 2 / 7) < 0.03
+    assert set(noise["distinct"].values()) == {8.0}

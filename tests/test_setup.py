@@ -3,8 +3,10 @@ anything is created, make and the route without make (Windows) are one command, 
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -26,14 +28,70 @@ def test_an_old_python_with_nothing_better_on_the_path_is_told_the_fix():
     assert "brew install" in message and "apt install" in message and "py -3.12 -m hw3tools run" in message
 
 
+def runs_as(versions):
+    """A probe that answers for stand-in interpreters without starting any: path -> version, None if it fails."""
+    return lambda candidate: versions.get(candidate)
+
+
 def test_an_old_python3_hands_over_to_the_newest_fitting_one_on_the_path():
     on_path = {"python3.12": "/usr/bin/python3.12", "python3.11": "/usr/bin/python3.11"}
-    better, message = bootstrap.interpreter_problem((3, 10, 12), find=on_path.get)
-    assert better == "/usr/bin/python3.12" and "using /usr/bin/python3.12 instead" in message
+    probe = runs_as({"/usr/bin/python3.12": (3, 12, 4), "/usr/bin/python3.11": (3, 11, 9)})
+    better, message = bootstrap.interpreter_problem((3, 10, 12), find=on_path.get, probe=probe)
+    assert better == "/usr/bin/python3.12" and "using /usr/bin/python3.12 (Python 3.12.4) instead" in message
+
+
+def test_a_fallback_on_the_path_that_does_not_run_is_skipped_for_the_next_that_does():
+    on_path = {"python3.13": "/home/me/.pyenv/shims/python3.13", "python3.12": "/usr/bin/python3.12"}
+    probe = runs_as({"/usr/bin/python3.12": (3, 12, 4)})  # the shim exits 127: pyenv has not selected 3.13
+    better, message = bootstrap.interpreter_problem((3, 9, 6), find=on_path.get, probe=probe)
+    assert better == "/usr/bin/python3.12" and "using /usr/bin/python3.12 (Python 3.12.4) instead" in message
+
+
+def test_a_fallback_that_reports_a_version_older_than_311_is_skipped():
+    on_path = {"python3.12": "/usr/local/bin/python3.12", "python3.11": "/usr/bin/python3.11"}
+    probe = runs_as({"/usr/local/bin/python3.12": (3, 10, 12), "/usr/bin/python3.11": (3, 11, 9)})
+    better, _ = bootstrap.interpreter_problem((3, 9, 6), find=on_path.get, probe=probe)
+    assert better == "/usr/bin/python3.11"
+
+
+def test_when_no_fallback_on_the_path_works_the_user_gets_hw3s_fixes_and_what_was_skipped():
+    on_path = {"python3.13": "/home/me/.pyenv/shims/python3.13", "python3.12": "/usr/local/bin/python3.12"}
+    probe = runs_as({"/usr/local/bin/python3.12": (3, 10, 12)})
+    better, message = bootstrap.interpreter_problem((3, 9, 6), find=on_path.get, probe=probe)
+    assert better is None
+    assert "Python 3.9.6 is too old" in message and "make run PYTHON=python3.12" in message
+    assert "brew install" in message and "apt install" in message and "py -3.12 -m hw3tools run" in message
+    assert "/home/me/.pyenv/shims/python3.13 (does not run)" in message
+    assert "/usr/local/bin/python3.12 (reports Python 3.10.12)" in message
+
+
+def write_stand_in(folder, name, body):
+    script = folder / name
+    script.write_text("#!/bin/sh\n" + body + "\n", encoding="utf-8")
+    script.chmod(0o755)
+    return script
+
+
+POSIX_SHELL = pytest.mark.skipif(os.name == "nt", reason="a POSIX shell stand-in")
+
+
+@POSIX_SHELL
+def test_a_real_fallback_that_exits_127_is_skipped_and_a_real_working_one_is_used(tmp_path):
+    write_stand_in(tmp_path, "python3.13", 'echo "pyenv: python3.13: command not found" >&2\nexit 127')
+    working = write_stand_in(tmp_path, "python3.12", f'exec "{sys.executable}" "$@"')
+    better, message = bootstrap.interpreter_problem((3, 9, 6), find=lambda name: shutil.which(name, path=str(tmp_path)))
+    assert better == str(working) and f"(Python {bootstrap.version_text()})" in message
+
+
+@POSIX_SHELL
+def test_a_fallback_that_hangs_is_given_up_on(tmp_path):
+    hanging = write_stand_in(tmp_path, "python3.13", "exec sleep 30")
+    assert bootstrap.reported_version(str(hanging), timeout=0.5) is None
 
 
 @pytest.mark.skipif(os.name == "nt" or shutil.which("make") is None, reason="a POSIX shell stand-in and make")
-def test_make_run_with_a_python_39_stand_in_stops_at_once_and_creates_nothing(tmp_path):
+def test_make_run_with_a_python_39_stand_in_and_an_unselected_pyenv_shim_stops_at_once_and_creates_nothing(
+        tmp_path):
     project = tmp_path / "project"
     project.mkdir()
     for name in ("Makefile", "requirements.txt", "requirements-notebook.txt"):
@@ -45,17 +103,19 @@ def test_make_run_with_a_python_39_stand_in_stops_at_once_and_creates_nothing(tm
         "import collections, sys\n"
         "sys.version_info = collections.namedtuple('version_info', 'major minor micro releaselevel serial')"
         "(3, 9, 6, 'final', 0)\n", encoding="utf-8")
-    stand_in = tmp_path / "python3.9"
-    stand_in.write_text(f'#!/bin/sh\nPYTHONPATH="{fake}" exec "{sys.executable}" "$@"\n', encoding="utf-8")
-    stand_in.chmod(0o755)
-    tools = tmp_path / "bin"  # a PATH with make and a shell but no python3.1x to hand over to
+    python39 = write_stand_in(tmp_path, "python3.9", f'PYTHONPATH="{fake}" exec "{sys.executable}" "$@"')
+    tools = tmp_path / "bin"  # a PATH with make, a shell and only a python3.1x that does not run
     tools.mkdir()
     for tool in ("make", "sh"):
         (tools / tool).symlink_to(shutil.which(tool))
-    result = subprocess.run(["make", "run", f"PYTHON={stand_in}"], cwd=project, capture_output=True, text=True,
+    # what pyenv puts on the PATH for a version that it has installed but not selected
+    shim = write_stand_in(tools, "python3.13", 'echo "pyenv: python3.13: command not found" >&2\nexit 127')
+    result = subprocess.run(["make", "run", f"PYTHON={python39}"], cwd=project, capture_output=True, text=True,
                             encoding="utf-8", env={"PATH": str(tools), "HOME": str(tmp_path)}, timeout=60)
     assert result.returncode != 0
     assert "Python 3.9.6 is too old for hw3" in result.stdout and "PYTHON=python3.12" in result.stdout
+    assert f"skipped {shim} (does not run)" in result.stdout
+    assert "command not found" not in result.stdout + result.stderr
     assert not (project / ".venv").exists()
     assert "pip" not in result.stdout + result.stderr  # stopped before any download
 
@@ -98,6 +158,47 @@ def test_a_torch_of_a_tested_version_is_reused_and_cpu_is_asked_for_by_name(monk
     assert bootstrap.torch_plan("") == ("pin", None)
 
 
+def test_the_venv_stamp_names_the_interpreter_so_another_python_or_version_rebuilds_venv():
+    plan = ("pin", None)
+    python311 = bootstrap.stamp(plan, ("/usr/bin/python3.11", "3.11.7"))
+    assert python311 == bootstrap.stamp(plan, ("/usr/bin/python3.11", "3.11.7"))
+    assert python311 != bootstrap.stamp(plan, ("/usr/bin/python3.13", "3.13.0"))
+    assert python311 != bootstrap.stamp(plan, ("/usr/bin/python3.11", "3.11.9"))  # upgraded in place
+    assert bootstrap.stamp(plan) == bootstrap.stamp(plan, (os.path.realpath(sys.executable), bootstrap.version_text()))
+
+
+def write_pyvenv_cfg(venv, executable, version):
+    venv.mkdir(exist_ok=True)
+    (venv / "pyvenv.cfg").write_text(f"home = {os.path.dirname(executable)}\ninclude-system-site-packages = false\n"
+                                     f"version = {version}\nexecutable = {executable}\n", encoding="utf-8")
+
+
+def venv_commands(monkeypatch, venv):
+    """The commands setup() would run for a .venv at `venv`, recorded instead of run."""
+    commands = []
+    monkeypatch.setattr(bootstrap, "VENV", venv)
+    monkeypatch.setattr(bootstrap, "run", lambda command, **kwargs: commands.append([str(p) for p in command]))
+    bootstrap.setup("pin")
+    return [command for command in commands if command[1:3] == ["-m", "venv"]]
+
+
+def test_a_venv_that_another_python_built_is_cleared_and_one_this_python_built_is_updated(monkeypatch, tmp_path):
+    write_pyvenv_cfg(tmp_path / "other", "/usr/bin/python3.13", "3.13.0")
+    [build] = venv_commands(monkeypatch, tmp_path / "other")
+    assert "--clear" in build
+    write_pyvenv_cfg(tmp_path / "same", os.path.realpath(sys.executable), bootstrap.version_text())
+    [build] = venv_commands(monkeypatch, tmp_path / "same")
+    assert "--clear" not in build
+
+
+def test_each_command_says_which_python_venv_runs(monkeypatch, tmp_path, capsys):
+    write_pyvenv_cfg(tmp_path, "/opt/python/bin/python3.12", "3.12.4")
+    monkeypatch.setattr(bootstrap, "VENV", tmp_path)
+    monkeypatch.setattr(bootstrap, "setup", lambda choice: None)
+    assert bootstrap.main(["setup"]) == 0
+    assert ".venv runs Python 3.12.4 (/opt/python/bin/python3.12)\n" in capsys.readouterr().out
+
+
 def test_a_wrong_torch_choice_is_refused_by_name(capsys):
     assert bootstrap.main(["--torch", "gpu", "run"]) == 2
     assert "--torch (or TORCH=) must be cpu or pin, got 'gpu'" in capsys.readouterr().out
@@ -106,16 +207,76 @@ def test_a_wrong_torch_choice_is_refused_by_name(capsys):
 INSIDE_THE_PROBE = pytest.mark.skipif(os.environ.get("HW3_ENCODING_PROBE") == "1", reason="already inside the probe")
 
 
+def copy_of_the_project(target):
+    """The project's own files, edited or not yet added to git included, without .venv, build outputs or caches."""
+    if (ROOT / ".git").exists() and shutil.which("git"):
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                                capture_output=True, check=True).stdout.decode("utf-8")
+        for name in filter(None, listed.split("\0")):
+            if (ROOT / name).is_file():  # a file deleted but not yet committed is listed too
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, target / name)
+    else:  # an unpacked zip of the project
+        shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(
+            ".venv", "build", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints"))
+    return target
+
+
+def with_a_text_chunk(png, text):
+    """The same image as other bytes, still a valid PNG: a tEXt chunk before IEND."""
+    chunk = b"tEXt" + b"Comment\0" + text
+    end = png.rindex(b"IEND") - 4
+    return png[:end] + struct.pack(">I", len(chunk) - 4) + chunk + struct.pack(">I", zlib.crc32(chunk)) + png[end:]
+
+
+def rewrite_as_a_run_on_another_machine_would(project):
+    """`make run` rewrites report.md and figures/ with that machine's numbers: here the first number's last digit
+    and every figure's bytes differ from what is committed."""
+    report = project / "report.md"
+    text = report.read_text(encoding="utf-8")
+    number = re.search(r"\d+\.\d+", text)
+    bumped = number.group()[:-1] + str((int(number.group()[-1]) + 1) % 10)
+    report.write_text(text[:number.start()] + bumped + text[number.end():], encoding="utf-8")
+    figures = sorted((project / "figures").glob("*.png"))
+    for figure in figures:
+        figure.write_bytes(with_a_text_chunk(figure.read_bytes(), b"drawn on another machine"))
+    return number.group(), bumped, figures
+
+
+THE_COPY_IMPORTS_ITS_OWN_CODE = """
+from pathlib import Path
+
+import conftest
+import hw3_helpers
+from hw3tools import notebook
+
+
+def test_this_copy_imports_its_own_code():
+    here = Path(__file__).resolve().parents[1]
+    for module in (conftest, hw3_helpers, notebook):
+        assert Path(module.__file__).resolve().is_relative_to(here), module.__file__
+    (here / "imported-its-own-code").touch()
+"""
+
+
 @INSIDE_THE_PROBE
-def test_the_fast_suite_raises_no_encoding_warning_from_our_files():
-    """On Windows, text I/O without encoding= uses the locale's code page; -X warn_default_encoding makes each such
-    call warn (Python >= 3.10), and -W error turns the warning into a failure where it happens."""
+def test_after_a_run_elsewhere_rewrote_report_and_figures_the_fast_suite_passes_with_no_encoding_warning(tmp_path):
+    """Students run `make run` then `make test`: the suite holds no test to the committed report.md or figures, which
+    their run has just rewritten. It runs under the encoding probe too: on Windows, text I/O without encoding= uses
+    the locale's code page; -X warn_default_encoding makes each such call warn (Python >= 3.10), and the probe
+    (tests/conftest.py) turns that into a failure where it happens in our files."""
+    project = copy_of_the_project(tmp_path / "project")
+    before, after, figures = rewrite_as_a_run_on_another_machine_would(project)
+    assert before != after and figures
+    (project / "tests" / "test_zz_the_copy.py").write_text(THE_COPY_IMPORTS_ITS_OWN_CODE, encoding="utf-8")
+    env = {**os.environ, "HW3_ENCODING_PROBE": "1"}
+    env.pop("PYTHONPATH", None)  # it would put this checkout's code before the copy's
     result = subprocess.run(
         [sys.executable, "-X", "warn_default_encoding", "-m", "pytest", "-q",
          "-m", "not e2e", "-p", "no:cacheprovider", "-x"],
-        cwd=ROOT, capture_output=True, text=True, encoding="utf-8", timeout=900,
-        env={**os.environ, "HW3_ENCODING_PROBE": "1"})
+        cwd=project, capture_output=True, text=True, encoding="utf-8", timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-4000:]
+    assert (project / "imported-its-own-code").exists()
 
 
 @INSIDE_THE_PROBE

@@ -1,7 +1,9 @@
-"""Companion module of homework3.ipynb: the analysis that its extension sections use.
+"""Companion module of homework3.ipynb: the check under its report and the analysis of its appendix, *Beyond the
+assignment*.
 
-The graded cells never import it. It ships in the submission zip beside the notebook; the tooling behind `make`
-(run, check, zip, study) lives in the package hw3tools, which does not.
+The graded path (everything up to the end of the report) never imports it, so the homework runs without it. It ships
+in the submission zip beside the notebook; the tooling behind `make` (run, check, zip, study) lives in the package
+hw3tools, which does not.
 """
 from __future__ import annotations
 
@@ -641,17 +643,13 @@ def _flat_from_10(n) -> bool:
     return bool(steep and abs(halves[0].mean() - halves[1].mean()) < 0.02)
 
 
-def _cap(n) -> float:
-    """A predictor that knows each sequence's pair misses only the "+1" jumps that land off the rule's value."""
-    return 1 - n.next_prob * (1 - 1 / n.vocab_size)
-
-
 # A fragment of a report sentence -> its test on the run's numbers (rule_consistent and distinct by setting,
-# "greedy" or (t, top_p); per_token_acc; next_prob; vocab_size), as the notebook passes them to check_report.
+# "greedy" or (t, top_p), and per_token_acc), as the notebook passes them to check_report.
 REPORT_CLAIMS = {
     "the 8 continuations of a prompt are always the same": lambda n: n.distinct["greedy"] == 1,
     "at a price": lambda n: n.rule_consistent[1.0, 0.9] < n.rule_consistent["greedy"],
-    "without truncation (`top_p=1`)": lambda n: n.rule_consistent[1.0, 1.0] < n.rule_consistent[1.0, 0.9],
+    "without truncation (`top_p=1`, the whole distribution)":
+        lambda n: n.rule_consistent[1.0, 1.0] < n.rule_consistent[1.0, 0.9],
     "Greedy keeps to the rule more often":
         lambda n: n.rule_consistent["greedy"] > max(_sampled_at_or_above_t1(n)),
     "sampling behaves almost like greedy decoding": lambda n: abs(
@@ -663,7 +661,7 @@ REPORT_CLAIMS = {
     "A small nucleus protects against high temperature":
         lambda n: all(n.rule_consistent[t, 0.5] > n.rule_consistent[t, 1.0] + 0.1 for t in (1.5, 2.0)),
     "climbs steeply over the next few positions and stays flat from about position 10 on": _flat_from_10,
-    "below that cap": lambda n: 0 < _cap(n) - float(np.mean(n.per_token_acc[10:])) < 0.05,
+    "the flat part lies close to that": lambda n: 0.87 < float(np.mean(n.per_token_acc[10:])) < 0.925,
 }
 
 

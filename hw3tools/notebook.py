@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 import types
 from pathlib import Path
@@ -169,6 +170,7 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
     nb.metadata[RUN_KEY] = {"sources_sha256": sources_fingerprint(nb)}
     executed = build / "homework3.ipynb"
     write_atomically(executed, nbformat.writes(nb))
+    link_figures(build)
     (build / "homework3.failed.ipynb").unlink(missing_ok=True)
     export_html(executed, build / "homework3.html", images_from=source.parent)
     export_report(executed, out_root / "report.md")
@@ -192,6 +194,20 @@ def describe_kernel(client, nb) -> None:
     spec = client.km.kernel_spec
     nb.metadata["kernelspec"] = {"name": client.kernel_name, "display_name": spec.display_name,
                                  "language": spec.language}
+
+
+def link_figures(build: Path) -> None:
+    """build/figures -> ../figures, so the images that the executed notebook's report links (figures/...) show when
+    build/homework3.ipynb is opened in Jupyter; where links cannot be made (Windows without the right), a copy."""
+    target, figures = build / "figures", build.parent / "figures"
+    if target.is_symlink() or not figures.is_dir():
+        return
+    if target.exists():
+        shutil.rmtree(target)
+    try:
+        target.symlink_to(Path("..") / "figures", target_is_directory=True)
+    except OSError:
+        shutil.copytree(figures, target)
 
 
 _OVERWRITTEN_BY_CR = re.compile(r"[^\n]*\r(?=[^\n])")

@@ -187,8 +187,9 @@ CHECK_BREAKERS = {  # rubric rule -> how to break only that rule in a copy of th
     "test accuracy >= 0.80 (ours)": lambda nb, out: set_metric(out, "final_test_accuracy", 0.7),
     "a markdown cell right below the per-token plot describes it":
         lambda nb, out: nb.cells.remove(below_plot(nb)),
-    "report has 300-600 words (as wc -w counts)":
-        lambda nb, out: nb.cells.append(new_markdown_cell("word " * 100)),
+    "report has 300-600 words (as wc -w counts)":  # a long paragraph of the student's, inside the report
+        lambda nb, out: nb.cells.insert(next(i for i, c in enumerate(nb.cells) if c.source.startswith(
+            "## Beyond the assignment")), new_markdown_cell("word " * 150)),
     "report has its five required elements":
         lambda nb, out: [o["data"].__setitem__("text/markdown", re.sub("(?i)temperature", "heat",
                                                                        o["data"]["text/markdown"]))

@@ -47,9 +47,9 @@ def pre_report_cell():
 
 def render(numbers: dict, tmp_path) -> str:
     """The report as the kernel writes it: the cell before the heading, then the report cells, on `numbers`."""
-    namespace = {**vars(hw3.load_definitions()), **copy.deepcopy(numbers), "FIGURES": tmp_path / "figures",
-                 "display": lambda shown: None}
+    namespace = {**vars(hw3.load_definitions()), **copy.deepcopy(numbers), "FIGURES": tmp_path / "figures"}
     for cell in [pre_report_cell(), *REPORT_CELLS]:
+        namespace["display"] = lambda shown: None  # set before each cell: the pre-report cell imports display
         exec(cell.source, namespace)
     return "\n\n".join(namespace["report_parts"].values()) + "\n"
 

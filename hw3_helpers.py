@@ -143,13 +143,14 @@ def bits_against_bayes(model_log_probs: np.ndarray, bayes_probs: np.ndarray, tar
 
 def token_branches(tokens: np.ndarray, coeffs: np.ndarray, vocab_size: int) -> np.ndarray:
     """Which branch of the generator can have emitted each token: 0 the recurrence only, 1 "+1" only, 2 both
-    (they give the same value), 3 neither (not the generator's). Same shapes as `rule_consistent`."""
+    (they give the same value), 3 neither (not the generator's): [num_sequences, seq_len - coeffs.shape[1]]."""
     recurrence, plus_one = branch_values(tokens, coeffs, vocab_size)
     following = tokens[:, coeffs.shape[1]:]
     by_recurrence, by_plus_one = following == recurrence, following == plus_one
     return np.select([by_recurrence & by_plus_one, by_recurrence, by_plus_one], [2, 0, 1], default=3)
 
 
+@torch.no_grad()
 def residual_stream(model: torch.nn.Module, tokens: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """The residual stream after the embedding and after each block, for every token.
 

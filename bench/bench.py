@@ -85,7 +85,7 @@ def moe_ratio(hidden):
 
 
 def generation_ratios():
-    """generate_with_cache lives in the notebook's extension section; load_definitions brings it in too."""
+    """generate_with_cache lives in the notebook's appendix; load_definitions brings it in too."""
     torch.manual_seed(0)
     model = hw.Transformer(vocab_size=7, n_layers=4, hidden_dim=64, ff_dim=128, num_heads=4, head_dim=16).eval()
     prompt = torch.randint(0, 7, (1, 16))
@@ -127,7 +127,7 @@ print(time.perf_counter() - started, None if after is None else after - before)
 def sliding_window_scaling():
     """Time and peak-memory growth of sliding-window attention (window 128), one fresh process a measurement.
 
-    Graded: `calculate_sliding_attention`, which masks a full T x T score matrix. Banded: the extension section's
+    Graded: `calculate_sliding_attention`, which masks a full T x T score matrix. Banded: the appendix's
     `banded_sliding_attention`, which scores each block of 128 queries against the 256 keys it can reach.
     """
     results = {}

@@ -97,6 +97,11 @@ def test_residual_stream_ends_where_the_output_projection_starts(hw):
     torch.testing.assert_close(model.output_proj(model.final_norm(stream[-1])), model(tokens))
 
 
+def test_residual_stream_keeps_no_autograd_graph_so_a_large_probe_set_holds_only_its_activations(hw):
+    stream = hw3.residual_stream(small_model(hw), torch.randint(0, 7, (4, 9)), batch_size=2)
+    assert not stream.requires_grad and stream.grad_fn is None
+
+
 @pytest.mark.parametrize("options", [{"num_kv_heads": 2}, {"use_sliding_window_alternating": True, "window_size": 2},
                                      {}])
 def test_attention_weights_reproduce_the_graded_attention(hw, options):

@@ -1,4 +1,4 @@
-"""The banded sliding-window attention (extension section) equals the graded one, in memory linear in length."""
+"""The banded sliding-window attention (the appendix) equals the graded one, in memory linear in length."""
 import pytest
 import torch
 

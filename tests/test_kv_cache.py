@@ -1,4 +1,4 @@
-"""generate_with_cache (extension section) against the graded generate."""
+"""generate_with_cache (the appendix) against the graded generate."""
 import functools
 
 import pytest

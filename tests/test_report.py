@@ -5,6 +5,7 @@ for the record and is caught when a run breaks it."""
 import ast
 import copy
 import re
+import types
 
 import matplotlib
 import nbformat
@@ -136,7 +137,7 @@ def test_each_claim_is_caught_when_a_run_breaks_it():
     for claim, holds in hw3_helpers.REPORT_CLAIMS.items():
         numbers = copy.deepcopy(graded_numbers(RECORD))
         BREAKERS[claim](numbers)
-        assert not holds(hw3_helpers.types.SimpleNamespace(**claim_numbers(numbers))), claim
+        assert not holds(types.SimpleNamespace(**claim_numbers(numbers))), claim
 
 
 def test_a_claim_a_student_rewrote_is_reported_as_gone_not_as_false():

@@ -8,6 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
+import nbformat
+
 from hw3_helpers import write_atomically
 from hw3tools import record
 from hw3tools.check import FAIL, PASS, TODO, check, make_zip
@@ -102,11 +104,18 @@ def clean_command(out: Path) -> int:
     return 0
 
 
+def has_outputs(notebook: Path) -> bool:
+    return notebook.exists() and any(cell.get("outputs") for cell in nbformat.read(notebook, as_version=4).cells)
+
+
 def rubric(command: str, out: Path) -> int:
     build = out / "build"
     executed = build / "homework3.ipynb"
     if not executed.exists():
         print(f"error: {executed} does not exist; run `make run` (or `python -m hw3tools run`) first")
+        if has_outputs(out / NOTEBOOK.name):  # run in Jupyter: report.md was not written from that run
+            print(f"({NOTEBOOK.name} holds the outputs of a run in Jupyter, but report.md is written only by "
+                  f"`make run`, which executes {NOTEBOOK.name} again, your edits included)")
         return 1
     if edited_since_run(executed):
         print(f"error: {executed} was edited after its run, so it is not what the run produced. Edits belong in "

@@ -201,6 +201,12 @@ def main(argv=None):
     if argv[0] == "pins":
         from hw3tools.pins import main as pins_main  # standard library only, no .venv needed
         return pins_main(argv[1:])
+    builder = built_by()
+    if Path(sys.prefix).resolve() == VENV.resolve() and builder and os.path.exists(builder[0]):
+        # .venv's own Python sees .venv's torch as one to reuse, which would rebuild .venv around itself: the
+        # interpreter that built .venv checks its stamp instead.
+        return subprocess.call([builder[0], "-m", "hw3tools"] + (["--torch", torch_choice] if torch_choice else [])
+                               + argv, cwd=str(ROOT))
     try:
         setup(torch_choice)
     except subprocess.CalledProcessError as failure:

@@ -199,6 +199,20 @@ def test_each_command_says_which_python_venv_runs(monkeypatch, tmp_path, capsys)
     assert ".venv runs Python 3.12.4 (/opt/python/bin/python3.12)\n" in capsys.readouterr().out
 
 
+def test_venvs_own_python_hands_the_command_to_the_python_that_built_venv_and_rebuilds_nothing(monkeypatch,
+                                                                                                 tmp_path):
+    builder = tmp_path / "python3.11"
+    builder.write_text("", encoding="utf-8")
+    write_pyvenv_cfg(tmp_path / ".venv", str(builder), "3.11.7")
+    monkeypatch.setattr(bootstrap, "VENV", tmp_path / ".venv")
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / ".venv"))
+    monkeypatch.setattr(bootstrap, "setup", lambda choice: pytest.fail("setup ran inside .venv"))
+    calls = []
+    monkeypatch.setattr(bootstrap.subprocess, "call", lambda command, **kwargs: calls.append(command) or 0)
+    assert bootstrap.main(["--torch", "cpu", "record"]) == 0
+    assert calls == [[str(builder), "-m", "hw3tools", "--torch", "cpu", "record"]]
+
+
 def test_a_wrong_torch_choice_is_refused_by_name(capsys):
     assert bootstrap.main(["--torch", "gpu", "run"]) == 2
     assert "--torch (or TORCH=) must be cpu or pin, got 'gpu'" in capsys.readouterr().out

@@ -1,21 +1,29 @@
-"""Companion module of homework3.ipynb: the check under its report and the analysis of its appendix, *Beyond the
-assignment*.
+"""Companion module of homework3.ipynb: the check under its report, the analysis of its appendix, *Beyond the
+assignment*, and the submission: the rubric and the Moodle zip, which `make check`, `make zip` and the notebook's last
+cell (in Colab) share.
 
 The graded path (everything up to the end of the report) never imports it, so the homework runs without it. It ships
-in the submission zip beside the notebook; the tooling behind `make` (run, check, zip, study) lives in the package
-hw3tools, which does not.
+in the submission zip beside the notebook; the rest of the tooling behind `make` (run, study, record) lives in the
+package hw3tools, which does not.
 """
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 import os
 import random
+import re
 import tempfile
 import types
+import zipfile
 from pathlib import Path
 
-import numpy as np
-import torch
+try:  # the analysis needs both; the submission section at the end needs neither (`make check` reads JSON only)
+    import numpy as np
+    import torch
+except ModuleNotFoundError:
+    np = torch = None
 
 # --------------------------------------------------------------------------------------------------------------
 # Reproducibility
@@ -150,7 +158,6 @@ def token_branches(tokens: np.ndarray, coeffs: np.ndarray, vocab_size: int) -> n
     return np.select([by_recurrence & by_plus_one, by_recurrence, by_plus_one], [2, 0, 1], default=3)
 
 
-@torch.no_grad()
 def residual_stream(model: torch.nn.Module, tokens: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """The residual stream after the embedding and after each block, for every token.
 
@@ -168,17 +175,17 @@ def residual_stream(model: torch.nn.Module, tokens: torch.Tensor, batch_size: in
     hooks = [module.register_forward_hook(lambda _module, _args, out: captured.append(out)) for module in modules]
     chunks = []
     try:
-        for start in range(0, len(tokens), batch_size):
-            captured.clear()
-            model(tokens[start:start + batch_size].to(device))
-            chunks.append(torch.stack(captured).cpu())  # (n_layers + 1, batch, T, hidden)
+        with torch.no_grad():  # no autograd graph kept for the chunks
+            for start in range(0, len(tokens), batch_size):
+                captured.clear()
+                model(tokens[start:start + batch_size].to(device))
+                chunks.append(torch.stack(captured).cpu())  # (n_layers + 1, batch, T, hidden)
     finally:
         for hook in hooks:
             hook.remove()
     return torch.cat(chunks, dim=1)
 
 
-@torch.no_grad()
 def attention_weights(model: torch.nn.Module, tokens: torch.Tensor) -> list[torch.Tensor]:
     """Each layer's attention weights, recomputed from the layer's input the way its formula defines them.
 
@@ -189,6 +196,11 @@ def attention_weights(model: torch.nn.Module, tokens: torch.Tensor) -> list[torc
     Returns:
         per layer, float tensor [num_sequences, num_heads, seq_len, seq_len] on the CPU (rows sum to 1).
     """
+    with torch.no_grad():
+        return _attention_weights(model, tokens)
+
+
+def _attention_weights(model: torch.nn.Module, tokens: torch.Tensor) -> list[torch.Tensor]:
     model.eval()
     device = next(model.parameters()).device
     inputs = []
@@ -285,15 +297,22 @@ def ridge_probe(train_features: torch.Tensor, test_features: torch.Tensor, targe
 # The committed study (`make study`): reading and drawing it
 # --------------------------------------------------------------------------------------------------------------
 
-STUDY_SUMMARY = Path("study") / "summary.json"  # relative to the notebook's folder
+STUDY_SUMMARY = Path("study") / "summary.json"  # relative to the notebook's folder, as in the repository and zip
 
 
-def load_study(path: Path = STUDY_SUMMARY) -> dict | None:
+def study_summary_path(folder: Path = Path(".")) -> Path | None:
+    """Where the study's summary is: study/summary.json (the repository, the zip), or summary.json dropped beside
+    the notebook (Colab's Files panel, where making a folder is one step too many); None if neither is there."""
+    return next((path for path in (folder / STUDY_SUMMARY, folder / STUDY_SUMMARY.name) if path.is_file()), None)
+
+
+def load_study(path: Path | None = None) -> dict | None:
     """The study's summary ({"configs": [...]}, see hw3tools/study.py), or None with a note where it is missing."""
-    path = Path(path)
-    if not path.exists():
-        print(f"{path} is not here: this section draws the committed results of `make study` "
-              f"(in the repository and the submission zip); it is skipped.")
+    path = Path(path) if path is not None else study_summary_path()
+    if path is None or not path.exists():
+        print(f"{path or STUDY_SUMMARY} is not here: this section draws the committed results of `make study` "
+              f"(study/summary.json in the repository and the submission zip, or summary.json dropped beside the "
+              f"notebook); it is skipped.")
         return None
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -519,18 +538,18 @@ def study_figures(summary: dict) -> dict:
 
 def plot_study_levers(summary: dict):
     """Test accuracy against training steps for each lever (epochs, capacity, data), the ceiling drawn in; and the
-    KL each configuration ends at against its training cost (parameters × steps), named beside each point, in a
-    panel as wide as the figure below them."""
+    KL each configuration ends at against its training cost (parameters × steps), in a panel below them: colour
+    for the lever, marker for the configuration, and a key beside the panel naming each with its mean KL."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
-    from matplotlib.transforms import Bbox
 
     baseline = next(c for c in study_configs(summary, "variants") if c["name"] == "dense (prescribed)")
     ceiling = np.mean([c["bayes_accuracy"]["mean"] for c in summary["configs"]])
     levers = [group for group in ("epochs", "capacity", "data") if study_configs(summary, group)]
     fig = plt.figure(figsize=(12, 9.2))
     grid = fig.add_gridspec(2, len(levers))
-    axes = [fig.add_subplot(grid[0, i]) for i in range(len(levers))] + [fig.add_subplot(grid[1, :])]
+    bottom = grid[1, :].subgridspec(1, 2, width_ratios=[1.9, 1], wspace=0.03)  # the KL panel and its key
+    axes = [fig.add_subplot(grid[0, i]) for i in range(len(levers))] + [fig.add_subplot(bottom[0])]
     for ax, lever in zip(axes, levers, strict=False):
         for config in [baseline, *study_configs(summary, lever)]:
             steps = config["steps_per_epoch"] * np.arange(1, config["epochs"] + 1)
@@ -553,80 +572,192 @@ def plot_study_levers(summary: dict):
     bits = axes[len(levers)]  # where every configuration ends, in bits: the mean over seeds with its s.d.
     colors = {"variants": "black", "epochs": "tab:purple", "capacity": "tab:orange", "data": "tab:blue",
               "prediction": "tab:green"}
-    points = []  # (cost, mean, s.d., name, color)
+    markers = "osD^v"  # colour says the lever, marker the configuration within it; the key names each pair
+    costs, tops = [], []
     for lever, color in colors.items():
         configs = [c for c in study_configs(summary, lever) if c.get("kl_bits") is not None
                    and (lever != "variants" or c is baseline)]
-        for i, config in enumerate(configs):
-            cost = config["steps"] * config["parameters"]
-            stat = config["kl_bits"]
-            bits.errorbar(cost, stat["mean"], yerr=stat["std"], fmt="o", color=color, capsize=3,
-                          label=lever if i == 0 else None)
-            points.append((cost, stat["mean"], stat["std"], config["name"], color))
-    costs = [p[0] for p in points]
+        for config, marker in zip(configs, markers, strict=False):
+            cost, stat = config["steps"] * config["parameters"], config["kl_bits"]
+            name = config["name"] if lever == "variants" else f"{lever}: {config['name']}"
+            bits.errorbar(cost, stat["mean"], yerr=stat["std"], fmt=marker, ms=7, color=color, capsize=3,
+                          label=f"{name} ({stat['mean']:.3f})")
+            costs.append(cost)
+            tops.append(stat["mean"] + stat["std"])
     bits.set(title="KL from the Bayes predictor after training", xscale="log",
-             xlim=(min(costs) / 1.6, max(costs) * 1.6), ylim=(0, max(p[1] + p[2] for p in points) * 1.15),
+             xlim=(min(costs) / 1.3, max(costs) * 1.3), ylim=(0, max(tops) * 1.1),
              xlabel="training cost: parameters × steps", ylabel="KL(Bayes ‖ model), bits per token")
     bits.grid(True, alpha=0.3, which="both")
-    legend = bits.legend(fontsize=9, loc="upper right")
+    key = fig.add_subplot(bottom[1])  # beside the panel, covering no point
+    key.axis("off")
+    key.legend(*bits.get_legend_handles_labels(), fontsize=9, title="configuration (mean KL, bits)",
+               title_fontsize=9, loc="center left", borderaxespad=0)
     fig.tight_layout(h_pad=1.5)
-
-    # Each point's name beside it, where it covers no other name, point or error bar and stays inside the panel
-    # (else where it covers least): placed one by one, then each moved again while any still overlaps. This
-    # measures the text as drawn, so it runs once the layout is fixed.
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    frame = bits.get_window_extent(renderer)
-    pt = fig.dpi / 72  # pixels a point
-
-    def padded(box, pad=1.5 * pt):
-        return Bbox.from_extents(box.x0 - pad, box.y0 - pad, box.x1 + pad, box.y1 + pad)
-
-    def area(box):
-        return max(box.width, 0) * max(box.height, 0)
-
-    def covered(box, others):  # how much of the box lies on others or outside the panel
-        return sum(area(i) for i in (Bbox.intersection(box, o) for o in others) if i is not None) \
-            + area(box) - area(Bbox.intersection(box, frame) or Bbox.null())
-
-    marks = [padded(legend.get_window_extent(renderer))]  # the legend, and each point with its error bar and caps
-    for cost, mean, std, _, _ in points:
-        (x, low), (_, high) = bits.transData.transform([(cost, mean - std), (cost, mean + std)])
-        marks.append(Bbox.from_extents(x - 3.5 * pt, low - 3.5 * pt, x + 3.5 * pt, high + 3.5 * pt))
-    sides = [(6, 3, "left", "bottom"), (6, -3, "left", "top"), (-6, 3, "right", "bottom"),
-             (-6, -3, "right", "top"), (0, 7, "center", "bottom"), (0, -7, "center", "top"),
-             (6, 12, "left", "bottom"), (-6, 12, "right", "bottom"), (6, -12, "left", "top"),
-             (-6, -12, "right", "top"), (0, 18, "center", "bottom"), (0, -18, "center", "top")]
-
-    def place(k, others):
-        cost, mean, std, name, color = points[k]
-        best = None
-        for dx, dy, ha, va in sides:
-            at = mean + (np.sign(dy) * std if dx == 0 else 0)  # above or below the error bar, or beside the point
-            text = bits.annotate(name, (cost, at), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
-                                 fontsize=9, color=color)
-            box = padded(text.get_window_extent(renderer))
-            score = covered(box, others)
-            if best is None or score < best[0]:
-                if best is not None:
-                    best[1].remove()
-                best = (score, text, box)
-            else:
-                text.remove()
-            if score == 0:
-                break
-        return best
-
-    placed = {}
-    for _ in range(3):
-        for k in range(len(points)):
-            others = marks + [placed[j][2] for j in placed if j != k]
-            if k in placed:
-                if covered(placed[k][2], others) == 0:
-                    continue
-                placed[k][1].remove()
-            placed[k] = place(k, others)
     return fig
+
+
+# Which code trained the study's runs. Each run records the fingerprint of the notebook's code that it trained with
+# (`training_fingerprint`); `make study` runs again every run that other code trained, and the appendix says how
+# many of the study's runs that is (`study_provenance`). The fingerprint covers the handed-out code cells that a run
+# of the study executes, TODO bodies included: the imports, the model's classes (SwiGLU, RoPE, attention, sliding
+# window, MoE, block, Transformer), the data code, the constants (the `#[do not modify]` cells), `eval_acc` and
+# `train`, the training cell (the Transformer's arguments, the optimizer and its settings, the epochs) and
+# `calc_per_token_acc`, whose per-position accuracy each run records. Left out, as nothing a run measures depends on
+# them: the embedded tests (the cells that start `##### TESTS START #####`), which only define test functions, and
+# the generation and sampling cells (`generate`, `get_dist_after_with_temp_and_topp`), which the study never calls.
+# Our own cells define none of the names that these cells define or use.
+TRAINING_CELLS = {  # what it is -> (its fingerprint in HANDED_OUT_CELLS, the names it binds at its top level)
+    "the imports": ("ab34cd1216d8431e329ce61026c48c12c85a5e9473ccb2ddb6c4fc1f0ab4d66b",
+                    ("Callable", "F", "Optional", "torch")),
+    "SwiGLUFeedForward": ("afe5071d82263020d9f7357d0ad98bcfeb21f6c82e69a9ac014275cf929e0f51",
+                          ("SwiGLUFeedForward",)),
+    "RotaryPositionalEmbedding": ("5154ec5ae0012f0b739798d27ab744a3e554ef0be4fbec4c4421bea154c21051",
+                                  ("RotaryPositionalEmbedding",)),
+    "calculate_attention": ("ab88519fc91eea2c8e5c1566f257d937ce2156bbdbea752b71b83e1909dfe560",
+                            ("GroupedQueryAttention", "calculate_attention")),
+    "calculate_sliding_attention": ("d0d565a34ada693d711ae4bae6f9aa3edca63b63b2674bb39ecfcabb58b5f159",
+                                    ("SWAttention", "calculate_sliding_attention")),
+    "Router": ("6fcef8e1e0bb222f9f3c109c945701383da0afc516e00d9997b31ace1c7c2384", ("MixtureOfExperts", "Router")),
+    "TransformerBlock": ("104a4d8b74153b64265d47b697a37dbe44b5fd31d76db79121a75ed9b71a442e", ("TransformerBlock",)),
+    "Transformer": ("996255129817d0b49475de69e0526b646ca9cb1273c56814f26fd4569ddb8668", ("Transformer",)),
+    "the data code": ("912a01c197d2d20c7736f8cf7fcaf0b661cbb318eae40e2067f20ddefb884218",
+                      ("SeqGen", "generate_dataset", "generate_recursive", "np")),
+    "example_generator": ("9bfdd890951cce25b552ee47198ef0f3aacf5812c7b4673ef613911eb855ef3a", ("example_generator",)),
+    "the constants": ("de2c58bef59348f272bf6af860cdea4dc010409f3141328d06e4103a4da1edbb",
+                      ("BATCH_SIZE", "DEVICE", "INITIAL", "NEXT_PROB", "PERM_EXAMPLE_GENERATOR", "SEQ_LEN",
+                       "TEST_DATASET", "TEST_LOADER", "TRAIN_DATASET", "TRAIN_LOADER", "VOCAB_SIZE", "_",
+                       "generators")),
+    "train": ("edb9e995ea853ec6ecf91a6ebf544c2d7fb1787a63a5a68ebe61a0c271fbce76",
+              ("eval_acc", "eval_fn", "functools", "tqdm", "train")),
+    "the training cell": ("aa7c76da6deabf171dc73eae7cf7121b700b8aabfe47e982203a1ba2b1c91717", ("model", "optimizer")),
+    "calc_per_token_acc": ("b03f08d172dbe424a7c1d90f05b28abcc153291d9000f8d3e28ca8099b67c520",
+                           ("calc_per_token_acc", "per_token_acc", "plt")),
+}
+
+
+def _parsed(source: str) -> ast.Module | None:
+    try:
+        return ast.parse(source)
+    except SyntaxError:
+        return None
+
+
+def bound_names(tree: ast.Module) -> tuple[str, ...]:
+    """The names that a cell's top-level statements bind (definitions, imports, assignments), sorted."""
+    names = set()
+
+    def bind(target):
+        if isinstance(target, ast.Name):
+            names.add(target.id)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            for element in target.elts:
+                bind(element)
+        elif isinstance(target, ast.Starred):
+            bind(target.value)
+
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                bind(target)
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            bind(node.target)
+    return tuple(sorted(names))
+
+
+def training_cells(code_sources: list[str]) -> dict[str, str | None]:
+    """Per cell of TRAINING_CELLS, its source among `code_sources` (a notebook's code cells in order, or a kernel's
+    `In`: the sources it executed, in the order it ran them): the last one that is this handed-out cell, known by
+    its handed-out form (TODO bodies removed) or, where that form was changed, by the names it binds; None if no
+    source is."""
+    by_form = {form: name for name, (form, _) in TRAINING_CELLS.items()}
+    by_names = {names: name for name, (_, names) in TRAINING_CELLS.items()}
+    found = dict.fromkeys(TRAINING_CELLS)
+    for source in code_sources:
+        if not source or not source.strip():
+            continue
+        name = by_form.get(fingerprint(["code", *significant_lines(strip_todo_bodies(source))]))
+        if name is None:
+            tree = _parsed(source)
+            name = None if tree is None else by_names.get(bound_names(tree))
+        if name is not None:
+            found[name] = source
+    return found
+
+
+def _is_string_statement(node) -> bool:
+    return (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str))
+
+
+def tree_shape(node):
+    """A syntax tree as plain JSON values that every Python from 3.11 on gives alike (ast.dump does not): each node
+    its type's name and its fields in order, without positions, skipping the fields whose value is None or an empty
+    list (the fields newer versions add, such as `type_params` in 3.12, are empty where older ones lack them), and
+    bare string statements (docstrings) dropped. Comments and line breaks are not in the tree."""
+    if isinstance(node, ast.AST):
+        shape = [type(node).__name__]
+        for field in node._fields:
+            value = getattr(node, field, None)
+            if isinstance(value, list):
+                value = [item for item in value if not _is_string_statement(item)]
+            if value is None or value == []:
+                continue
+            shape.append([field, tree_shape(value)])
+        return shape
+    if isinstance(node, list):
+        return [tree_shape(item) for item in node]
+    return [type(node).__name__, repr(node)]  # a constant, an identifier, a flag such as ImportFrom's level
+
+
+def training_fingerprint(code_sources: list[str]) -> str:
+    """The sha256 of what a run of the study trains with: the syntax trees (`tree_shape`) of the cells of
+    TRAINING_CELLS as `training_cells` finds them in `code_sources`, in TRAINING_CELLS's order ("missing" for one
+    not found). The same from the notebook file (its code cells) and in its kernel (`In`); comments, line breaks and
+    docstrings aside, any change to these cells changes it."""
+    shapes = []
+    for source in training_cells(code_sources).values():
+        tree = None if source is None else _parsed(source)
+        shapes.append("missing" if source is None else
+                      tree_shape(tree) if tree is not None else ["unparsable", significant_lines(source)])
+    return hashlib.sha256(json.dumps(shapes, separators=(",", ":")).encode()).hexdigest()
+
+
+def stale_runs(summary: dict, current: str) -> list[tuple[str, str, int]]:
+    """(group, configuration, seed) of every run of the study whose recorded training fingerprint is not `current`
+    (a run recorded without one counts as stale)."""
+    return [(config["group"], config["name"], seed) for config in summary["configs"]
+            for seed, recorded in zip(config["seeds"],
+                                      config.get("training_fingerprints") or [None] * len(config["seeds"]), strict=True)
+            if recorded != current]
+
+
+def kernel_sources() -> list[str]:
+    """The sources that this IPython kernel (Jupyter, Colab) has executed, in the order it ran them: its input
+    history `In`, as `training_fingerprint` takes it; [] outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return []
+    shell = get_ipython()
+    return [] if shell is None else list(shell.user_ns.get("In", []))
+
+
+def study_provenance(summary: dict, code_sources: list[str]) -> str:
+    """One line: whether the study's runs were trained by the code in `code_sources` (in the notebook: its kernel's
+    `In`, `kernel_sources()`)."""
+    total = sum(len(config["seeds"]) for config in summary["configs"])
+    stale = stale_runs(summary, training_fingerprint(code_sources))
+    if not stale:
+        return f"all {total} runs of the study were trained by this notebook's code"
+    missing = [name for name, source in training_cells(code_sources).items() if source is None]
+    if len(missing) == len(TRAINING_CELLS):
+        return f"the study's {total} runs are not compared with this notebook's code: this kernel ran none of it"
+    return (f"{len(stale)} of {total} runs were trained by other code than this notebook's: `make study` runs them "
+            f"again" + (f" (this kernel has not run the cells of {', '.join(missing)})" if missing else ""))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -712,13 +843,17 @@ def save_figure(fig, name: str) -> Path:
     return path
 
 
-def write_metrics(metrics: dict) -> Path:
-    """The run's numbers as build/metrics.json, for `make check` and the tests; returns the path, relative to
-    the output folder."""
-    path = output_dir() / "build" / "metrics.json"
+def write_metrics(metrics: dict) -> str:
+    """The run's numbers as build/metrics.json, for `make check` and the tests, with the fingerprint of every
+    figure in figures/ as the run leaves it. Returns the file's run stamp (the start of its sha256): printed in the
+    notebook, it ties the notebook, these numbers and those figures to one run."""
+    root = output_dir()
+    figures = sorted((root / "figures").glob("*.png"))
+    metrics = {**metrics, "figures": {f"figures/{path.name}": file_digest(path.read_bytes()) for path in figures}}
+    path = root / "build" / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    return path.relative_to(output_dir())
+    return file_digest(path.read_bytes())[:12]  # of the bytes on disk (Windows writes its own line ends)
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -731,3 +866,620 @@ def write_atomically(path: Path, text: str) -> None:
     os.chmod(tmp.name, 0o666 & ~umask)
     os.replace(tmp.name, path)
 
+
+# --------------------------------------------------------------------------------------------------------------
+# The submission: the rubric and the Moodle zip. `make check`, `make zip` and the notebook's last cell (in Colab)
+# all call these, on the notebook as JSON: standard library only, so they run where torch and nbformat are not.
+# --------------------------------------------------------------------------------------------------------------
+
+TODO_START = "### TODO: Your code starts here ###"
+TODO_END = "### TODO: Your code ends here ###"
+ADDED_TAG = "added"  # cell tag of everything that is ours rather than the assignment's
+REPORT_TAG = "report"  # our report cells: code that displays one part of the report as markdown
+REPORT_CHECK_TAG = "report-check"  # the cell under the report that checks it: not part of it
+REPORT_HEADING = "## Your report"
+COLAB_TAG = "colab-link"
+COLAB_LEAD = "**Colab version of this notebook:**"  # how the link cell starts, for where a frontend drops tags
+COLAB_URL = re.compile(r"https://colab\.research\.google\.com/\S+")
+EXPORT_CALL = "submit_from_colab("  # what the notebook's last cell calls: the cell is found by it
+EMBEDDED_TESTS = ("test_rope", "test_calculate_attention", "test_calculate_sliding_attention", "test_transformer",
+                  "test_nucleus")  # the test functions handed out inside the notebook
+PROMPTS = {"input", "getpass", "upload", "breakpoint", "set_trace"}  # calls that wait for a person
+IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+RUN_STAMP = re.compile(r"run stamp ([0-9a-f]{12})")  # printed by the appendix's last cell, from metrics.json
+RUN_KEY = "hw3_run"  # notebook metadata of a `make run` notebook: the sources it ran
+PASS, FAIL, TODO = "PASS", "FAIL", "TODO"  # TODO: a deliverable still open that does not block the zip
+
+# Every handed-out cell in order, as (fingerprint, first line): the sha256 of the cell's type and its significant
+# lines with the TODO bodies removed (`handed_out_cells`). Made from the assignment's text; the tests hold it there.
+HANDED_OUT_CELLS = (
+    ("07047be3e1d95b539f5aebb2fad94772b59b2a53d7610d0daa35fd85ec994154",
+     "# Homework 3: GPT-OSS-20B Transformer Architecture"),
+    ("0eb24a739dcfdd295160096d970c17a707a0851e8622329bff17bd88ae38fd7f",
+     "### Deliverables"),
+    ("374f2db448c0840426807992742c41623a5fece474dbdc8ace92678e80ce0eda",
+     "## Part 1: Description of the Architecture"),
+    ("715f8f9c10c8b635137ccbcd4168e07fe5ed4b0f3ee9df84cd1d8dc6e19bdba0",
+     "### Brief Description of the Transformer Pipeline"),
+    ("f5d42fbb479f860f057500149e74ede59e18af0a6fc753a80680edec77564461",
+     "#### The Input"),
+    ("60eebb77d9dceb2affff9daf48f6763b2c2d3b54cb365e70f3fbef111dbdb15b",
+     "#### The Output"),
+    ("41ca61787de97bb00b47692d6a37193726fca6af477f213b9a10ede7de1c7608",
+     "#### Transformer Processing Pipeline - Overview"),
+    ("0dbc1a8667a391fc4104c54cd280063c18190c9d5107fd361025da0a950659b3",
+     "### Architecture of GPT-OSS-20B"),
+    ("4b4684081c4d3d13455b8dda33382d7910792f7b8e640819540d955960617f26",
+     "### Grouped Query Attention"),
+    ("2ee6d339b05f88b80a2c04007624957456854f4226fdd134ea80508240c702f6",
+     "### Mixture of Experts"),
+    ("7f0a37521a94c902dcfd38e39460fc56068efc66746dff88884d84fec01b2555",
+     "### Rotary Positional Embedding (RoPE)"),
+    ("a08decba7af2acaded56128d87160d3852836e84e948f0e7f450e943607911a9",
+     "### Sliding Window Attention"),
+    ("910575a4ae93d883f884a0eec1c3e5d6f987e2633082e6f1fe5bcde9daed4edc",
+     "### SwiGLUFeedForward"),
+    ("71eba04c7b3d67c02d687fe046d7c525a86615e5d50ae0a0a63717b24364d03e",
+     "## Part 2: Implementation of the Architecture (total 9 points)"),
+    ("ab34cd1216d8431e329ce61026c48c12c85a5e9473ccb2ddb6c4fc1f0ab4d66b",
+     "#[do not modify]"),
+    ("6542d61842b18e7480d287f6a1d30fee4e62d6f137944509abdfa5ebbc1d5c87",
+     "### SwiGluFeedForward (1 point)"),
+    ("afe5071d82263020d9f7357d0ad98bcfeb21f6c82e69a9ac014275cf929e0f51",
+     "class SwiGLUFeedForward(torch.nn.Module):"),
+    ("e7a65a5a401807a4e37a90ef1d884ba35f9dc27d2d771177fa4c783e3e2b4f3b",
+     "### Rotary Positional Embedding (RoPE, 1 point)"),
+    ("5154ec5ae0012f0b739798d27ab744a3e554ef0be4fbec4c4421bea154c21051",
+     "class RotaryPositionalEmbedding(torch.nn.Module):"),
+    ("881525b99c7b45f821f90717d70362193c3ef35bcca1917c17f898ffa1637855",
+     "##### TESTS START #####"),
+    ("eb77fa13f3a465f4dc7782f8838f07376b5b4f2be3f3d5d8217a54319c74b9ba",
+     "### Attention Mechanism: Detailed Computation"),
+    ("db25470d010d3a24b58c3d9ed623be8d6300b00e65a399139692f5f7124f2614",
+     "#### Notation"),
+    ("acacbdc917bd1f722d4a31a09d9ce260956011641cf03b63fec15b7c8b260656",
+     "#### Forward Pass"),
+    ("b4f8bbe7370051ec5fa8ce64ebf5397e087574bedd9636c3b00c0b942b053525",
+     "### Grouped Query Attention (2 points)"),
+    ("ab88519fc91eea2c8e5c1566f257d937ce2156bbdbea752b71b83e1909dfe560",
+     "def calculate_attention("),
+    ("54a185150340eba5b889138d731ffd3285b91930b7fe17819e5eac04837f60b8",
+     "##### TESTS START #####"),
+    ("a5bad2f1c2e403d75300a585fb9c47c70aa1e9184b9cc8e4e6ee708523122f20",
+     "### Sliding Window Attention (1 point)"),
+    ("0fd7ab904fcd5b4df3ffa1f6c1f23b564aed78971bc2da82e80f0ab1f52df9f2",
+     "#### Implementation Details"),
+    ("82f48f389a54dad27bdac80dfb5df40cf0553f1fb7dde3a01c7fc076635bd6d0",
+     "#### Forward Pass"),
+    ("d0d565a34ada693d711ae4bae6f9aa3edca63b63b2674bb39ecfcabb58b5f159",
+     "def calculate_sliding_attention("),
+    ("ab2fbd6fdcaf95528954936e9009516b049f8f92b5d68d17cd0d32502180587d",
+     "##### TESTS START #####"),
+    ("76a59f110e59db34985076f9a64983781530c1924fd7ab3b523e5e355d659923",
+     "### Mixture of Experts (2 points)"),
+    ("6fcef8e1e0bb222f9f3c109c945701383da0afc516e00d9997b31ace1c7c2384",
+     "class Router(torch.nn.Module):"),
+    ("5266df608fb3fc359acb8b5ecb7d18ad3028ac6f2dfd14c7d412dca7f4a910fe",
+     "### Implement Transformer Block (1 point)"),
+    ("104a4d8b74153b64265d47b697a37dbe44b5fd31d76db79121a75ed9b71a442e",
+     "class TransformerBlock(torch.nn.Module):"),
+    ("df055e30ff363e43eb789e7129c572e7553252bcc79ccffd6c0fe9b0930efb4e",
+     "### The Model Processing Pipeline (1 point)"),
+    ("996255129817d0b49475de69e0526b646ca9cb1273c56814f26fd4569ddb8668",
+     "class Transformer(torch.nn.Module):"),
+    ("591d74bb23d4cebc23474b504ea53d5c8ff3023c781d48c58e49b7b639a6a792",
+     "##### TESTS START #####"),
+    ("1672b1ee36065b60193f6829ef0d4f6a9e150fde9132c4db5a630ac29f547599",
+     "## Part 3: Data Preparation, Training, Evaluation and Report (6 points)"),
+    ("912a01c197d2d20c7736f8cf7fcaf0b661cbb318eae40e2067f20ddefb884218",
+     "#[do not modify]"),
+    ("9bfdd890951cce25b552ee47198ef0f3aacf5812c7b4673ef613911eb855ef3a",
+     "#[do not modify]"),
+    ("de2c58bef59348f272bf6af860cdea4dc010409f3141328d06e4103a4da1edbb",
+     "#[do not modify]"),
+    ("fa0dedc85f423ef19c26e8468fac5a675a73edaf9793c5033d43568b3d445ce4",
+     "### Training and Evaluation (1 point)"),
+    ("edb9e995ea853ec6ecf91a6ebf544c2d7fb1787a63a5a68ebe61a0c271fbce76",
+     "from tqdm import tqdm"),
+    ("aa7c76da6deabf171dc73eae7cf7121b700b8aabfe47e982203a1ba2b1c91717",
+     "model = Transformer("),
+    ("bfed9b02ffb4f1af2cdb79a485d8a634f80f25646b9e8c2872664345ef967de1",
+     "### Using the Model"),
+    ("0a22ef3fda7f0cb754e4c47b03e89856fcc9f778f872b113b02605a01a35cb19",
+     "#### Implement Generation (1 point)"),
+    ("97929a73292a8914437181e002205cea4e6f5ab541c9fba1086271f959f346fe",
+     "@torch.no_grad()"),
+    ("33b65c95184cdec6c282c14eef91eeb6be697a5178090dc267b08b3540f33966",
+     "#### Implement Nucleus Sampling and Temperature (1 point)"),
+    ("b29cfec88c7b5757616cc37a7deb625092504d5747c7815068b1f7b964ad37aa",
+     "@torch.no_grad()"),
+    ("a3c2fcd95a757cf1d9bbe9d630e1396e4e47af26143c068cb46d96b2d1302b59",
+     "##### TESTS START #####"),
+    ("b66fdbc62c852610f2e7ff79a33d48669f810a84edc6ea8829f5e93ec4a3f64c",
+     "You can check responses of your model using the code below"),
+    ("4e70bb46aaa1fbbbe4b58613e5f224c6871b96738d21a51579196cf6170dec78",
+     "### Additional Evaluation"),
+    ("e33846918683163b89085a51ccdb6ce1075cbcf157e71c1e018fbc8455097a7f",
+     "#### Per Token Accuracy (1 point)"),
+    ("b03f08d172dbe424a7c1d90f05b28abcc153291d9000f8d3e28ca8099b67c520",
+     "import matplotlib.pyplot as plt"),
+    ("6e32ad76167f149f74edf228add1fc43e3c5f6942ce4310ac9307c657e086a32",
+     "## Your report (min 300 words - max 600 words) (2 points)"),
+)
+
+
+def _text(value) -> str:
+    return "".join(value) if isinstance(value, list) else (value or "")
+
+
+def as_notebook(data: dict) -> dict:
+    """A notebook as the rubric reads it: a plain copy of nbformat's JSON or of what Colab's frontend hands over
+    (sources, stream texts and text outputs as lists of lines), with each of those joined into one string."""
+    nb = json.loads(json.dumps(data))
+    for cell in nb.get("cells", []):
+        cell["source"] = _text(cell.get("source"))
+        cell["metadata"] = cell.get("metadata") or {}
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = _text(output["text"])
+            output["data"] = {mime: _text(value) if isinstance(value, (list, str)) else value
+                              for mime, value in output.get("data", {}).items()}
+    return nb
+
+
+def read_notebook(path: Path) -> dict:
+
+    return as_notebook(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def notebook_json(nb: dict) -> str:
+    """A notebook as Jupyter writes it (one space of indent, key order kept)."""
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
+def _tags(cell) -> list:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def is_added(cell) -> bool:
+    return ADDED_TAG in _tags(cell)
+
+
+def is_link_cell(cell) -> bool:
+    """The markdown cell under the title that holds the Colab link: by its tag, or by its first words where a
+    frontend dropped the tags (Colab's editor has none)."""
+    return cell["cell_type"] == "markdown" and (COLAB_TAG in _tags(cell)
+                                                or cell["source"].lstrip().startswith(COLAB_LEAD))
+
+
+def is_export_cell(cell) -> bool:
+
+    return cell["cell_type"] == "code" and EXPORT_CALL in cell["source"]
+
+
+def is_report_check(cell) -> bool:
+    """The cell under the report that checks it, by its tag or by what it calls."""
+    return REPORT_CHECK_TAG in _tags(cell) or (cell["cell_type"] == "code" and "check_report(" in cell["source"])
+
+
+def strip_todo_bodies(source: str) -> str:
+    """The handed-out form of a code cell: whatever stands between the TODO markers removed."""
+    kept, inside = [], False
+    for line in source.splitlines():
+        if TODO_START in line:
+            inside = True
+        elif TODO_END in line:
+            inside = False
+        elif inside:
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def significant_lines(text: str) -> list[str]:
+    """Lines compared 'white space aside': stripped, blank ones dropped."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def fingerprint(lines: list[str]) -> str:
+
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def handed_out_cells(nb) -> list[tuple[str, str]]:
+    """(fingerprint, first line) of every cell not tagged `added`, TODO bodies removed: what a grader compares."""
+    cells = []
+    for cell in nb["cells"]:
+        if is_added(cell):
+            continue
+        source = strip_todo_bodies(cell["source"]) if cell["cell_type"] == "code" else cell["source"]
+        lines = significant_lines(source)
+        cells.append((fingerprint([cell["cell_type"], *lines]), lines[0] if lines else ""))
+    return cells
+
+
+def handed_out_intact(nb) -> tuple[bool, str]:
+    """Every handed-out cell is there, unchanged (white space aside) and in order. Cells a student adds, tagged or
+    not (Colab keeps no tags), are allowed anywhere: only a changed, moved or missing handed-out cell fails."""
+    present = iter(handed_out_cells(nb))
+    for expected, first_line in HANDED_OUT_CELLS:
+        if not any(found == expected for found, _ in present):
+            return False, f"the handed-out cell starting {first_line!r} was changed, moved or removed"
+    return True, f"{len(HANDED_OUT_CELLS)} handed-out cells compared"
+
+
+def sources_fingerprint(nb, link_cell_aside: bool = True) -> str:
+    """The cells' types and sources: what a person edits (outputs, counts and metadata aside). The Colab link cell
+    is left out, so that pasting the link after a run does not make the run stale."""
+    return fingerprint([f"{cell['cell_type']}:{cell['source']}" for cell in nb["cells"]
+                        if not (link_cell_aside and is_link_cell(cell))])
+
+
+def run_stamp_metadata(nb) -> dict:
+    """What `make run` writes into the notebook it executed: the fingerprint of the sources it ran."""
+    return {"sources_sha256_except_link": sources_fingerprint(nb)}
+
+
+def edited_after_run(nb) -> bool:
+    """Whether someone changed a cell of a `make run` notebook after the run that wrote it (the link cell aside;
+    a notebook stamped before the link was set aside compares every cell)."""
+    stamp = nb.get("metadata", {}).get(RUN_KEY, {})
+    if "sources_sha256_except_link" in stamp:
+        return stamp["sources_sha256_except_link"] != sources_fingerprint(nb)
+    return "sources_sha256" in stamp and stamp["sources_sha256"] != sources_fingerprint(nb, link_cell_aside=False)
+
+
+def first_difference(a, b) -> int | None:
+    """The first cell (from 1) whose type or source differs between two notebooks, or None; the Colab link cell,
+    where both have it in the same place, is not compared."""
+    pairs = list(zip(a["cells"], b["cells"], strict=False))
+    for number, (x, y) in enumerate(pairs, start=1):
+        if is_link_cell(x) and is_link_cell(y):
+            continue
+        if x["cell_type"] != y["cell_type"] or x["source"].strip() != y["source"].strip():
+            return number
+    return None if len(a["cells"]) == len(b["cells"]) else len(pairs) + 1
+
+
+def with_link_of(nb, source) -> dict:
+    """A copy of `nb` whose Colab link cell says what the link cell of `source` says (nb unchanged if either has
+    none): the link is pasted into homework3.ipynb after the run, and the zip's notebook must show it."""
+    link = next((cell for cell in source["cells"] if is_link_cell(cell)), None)
+    copy = json.loads(json.dumps(nb))
+    target = next((cell for cell in copy["cells"] if is_link_cell(cell)), None)
+    if link is not None and target is not None:
+        target["source"] = link["source"]
+    return copy
+
+
+def colab_link(nb) -> str | None:
+    cell = next((c for c in nb["cells"] if is_link_cell(c)), None)
+    match = COLAB_URL.search(cell["source"]) if cell is not None else None
+    return match.group(0).rstrip(").,>*") if match else None
+
+
+def report_cells(nb) -> list:
+    """The cells after the assignment's `Your report` heading that make up the report: every one of them (a
+    student's own markdown cells included) up to the next heading of the same level (the appendix), except the
+    check under it. No heading, no report."""
+    start = next((i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown"
+                  and c["source"].lstrip().startswith(REPORT_HEADING)), None)
+    if start is None:
+        return []
+    cells = []
+    for cell in nb["cells"][start + 1:]:
+        if cell["cell_type"] == "markdown" and re.match(r"##\s", cell["source"].lstrip()):
+            break
+        if not is_report_check(cell):
+            cells.append(cell)
+    return cells
+
+
+def _shown_text(output) -> str | None:
+    """What a report cell's output says in Markdown: its text, or a figure's link (the figure is displayed as the
+    image itself, with the link as its plain-text form), or None."""
+    if output.get("output_type") not in ("display_data", "execute_result"):
+        return None
+    data = output.get("data", {})
+    if "text/markdown" in data:
+        return str(data["text/markdown"]).strip()
+    plain = str(data.get("text/plain", "")).strip()
+    return plain if "image/png" in data and IMAGE_LINK.fullmatch(plain) else None
+
+
+def report_text(nb) -> str:
+    """The report as it reads in the executed notebook: markdown cells as written, code cells by the markdown
+    and figures they displayed (nothing for a cell that has not run). This is what report.md holds."""
+    parts = []
+    for cell in report_cells(nb):
+        if cell["cell_type"] == "markdown":
+            parts.append(cell["source"].strip())
+        elif cell["cell_type"] == "code":
+            parts += [text for text in map(_shown_text, cell.get("outputs", [])) if text]
+    return "\n\n".join(part for part in parts if part) + "\n"
+
+
+def linked_images(markdown: str) -> list[str]:
+
+    return IMAGE_LINK.findall(markdown)
+
+
+def notebook_images(nb) -> list[str]:
+    """Every image the notebook links: in its markdown cells and in the report its cells display."""
+    markdown = "\n".join(c["source"] for c in nb["cells"] if c["cell_type"] == "markdown") + report_text(nb)
+    return sorted(set(linked_images(markdown)))
+
+
+def words(text: str) -> int:
+    """Words as `wc -w` counts them (and a grader's counter): runs of non-space, captions and links included."""
+    return len(text.split())
+
+
+def prompts_in(source: str) -> list[str]:
+    """Calls in a code cell that would stop Run All to wait for a person: input(), getpass(), files.upload()..."""
+    source = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name in PROMPTS:
+                names.append(f"{name}() on line {node.lineno}")
+    return names
+
+
+def plot_description(nb) -> str | None:
+    """The markdown cell right below the given per-token accuracy plot, or None if the next cell is not one (a
+    heading there starts the next section: it is not a description of the plot)."""
+    cells = nb["cells"]
+    index = next((i for i, c in enumerate(cells) if c["cell_type"] == "code"
+                  and "per_token_acc = calc_per_token_acc(" in c["source"]), None)
+    below = cells[index + 1] if index is not None and index + 1 < len(cells) else None
+    if below is None or below["cell_type"] != "markdown" or below["source"].lstrip().startswith("#"):
+        return None
+    return below["source"]
+
+
+REPORT_ELEMENTS = {  # required element -> words that show it is there
+    "cross-entropy sentence": ("cross-entropy", "cross entropy", "cross_entropy"),
+    "generation sentence": ("greedy", "argmax"),
+    "nucleus sampling vs greedy": ("nucleus", "top-p", "top_p"),
+    "temperature paragraph": ("temperature",),
+    "per-token accuracy paragraph": ("per-token", "per token", "per-position", "per position"),
+}
+
+
+def judged_code_cells(nb) -> list:
+    """The code cells a run is judged by: all of them up to the export cell, which is still running when it reads
+    the notebook in Colab (its count and output are not there yet), and so is never judged."""
+    code = []
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            if is_export_cell(cell):
+                break
+            code.append(cell)
+    return code
+
+
+def run_stamp(nb) -> str | None:
+    """The stamp of metrics.json that the appendix's last cell printed, or None."""
+    text = "".join(str(output.get("text", "")) for cell in nb["cells"] for output in cell.get("outputs", []))
+    found = RUN_STAMP.findall(text)
+    return found[-1] if found else None
+
+
+def file_digest(data: bytes) -> str:
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def one_run_problem(nb, metrics_bytes: bytes | None, root: Path) -> str | None:
+    """Why the notebook, the metrics and the figures are not one run's, or None: metrics.json must be the file
+    whose stamp the notebook printed, and each figure the notebook links the file that metrics.json fingerprinted
+    when the run wrote it (Run All in Jupyter and `make run` write the same metrics.json and figures/)."""
+    stamp = run_stamp(nb)
+    if metrics_bytes is None:
+        return "no build/metrics.json: the appendix's last cell writes it (it needs hw3_helpers.py beside the notebook)"
+    if stamp is None:
+        return "the notebook shows no run stamp: its last cells did not run"
+    if file_digest(metrics_bytes)[:12] != stamp:
+        return (f"build/metrics.json is another run's (stamp {file_digest(metrics_bytes)[:12]}; the notebook "
+                f"printed {stamp}): run the notebook again")
+    recorded = json.loads(metrics_bytes).get("figures", {})
+    changed = [image for image in notebook_images(nb) if (root / image).is_file()
+               and recorded.get(image) != file_digest((root / image).read_bytes())]
+    if changed:
+        return f"written by another run than this notebook's: {', '.join(changed)}"
+    return None
+
+
+def check_submission(nb, metrics_bytes: bytes | None, root: Path, report_md: str | None = None,
+                     source=None, min_accuracy: float = 0.80) -> list[tuple[str, str, str]]:
+    """The rubric, rule by rule, for an executed notebook: a list of (rule, PASS | FAIL | TODO, detail).
+
+    `metrics_bytes` is the run's build/metrics.json, `root` the folder of its figures/. `report_md` is the
+    report.md to be submitted, if one was written apart from the notebook (`make run` writes one); None when the
+    zip writes it from the notebook. With `source` (homework3.ipynb, for a `make run` notebook), the run must be
+    of that notebook as it is now, its Colab link cell aside."""
+    root = Path(root)
+    results = []
+
+    def rule(name, passed, detail="", status_if_not=FAIL):
+        results.append((name, PASS if passed else status_if_not, detail))
+
+    if source is not None:
+        differs = first_difference(source, nb)
+        rule("the run is of homework3.ipynb as it is now", differs is None,
+             f"cell {differs} changed since the run: run it again (`make run`)" if differs else "")
+    else:
+        rule("the run is of homework3.ipynb as it is now", True, "the notebook holds its own run")
+    intact, detail = handed_out_intact(nb)
+    rule("[do not modify] cells, embedded tests and given code intact", intact, detail)
+    code = judged_code_cells(nb)
+    errors = [i for i, c in enumerate(code, 1) for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    rule("no error output in any cell", not errors, f"errors in cells {errors}" if errors else "")
+    counts = [c.get("execution_count") for c in code]
+    wrong = next((i for i, count in enumerate(counts, 1) if count != i), None)
+    rule("execution counts run 1..N in order", wrong is None,
+         f"{len(code)} code cells" if wrong is None else
+         f"code cell {wrong} has count {counts[wrong - 1]}: restart the kernel and run all")
+    ran = [f"{name}()" for name in EMBEDDED_TESTS
+           if any(f"\n{name}()" in c["source"] and c.get("execution_count")
+                  and not any(o.get("output_type") == "error" for o in c.get("outputs", [])) for c in code)]
+    rule("all five embedded tests ran and passed", len(ran) == 5, f"{len(ran)}/5")
+    prompts = [f"code cell {i}: {', '.join(found)}" for i, c in enumerate(code, 1)
+               if (found := prompts_in(c["source"]))]
+    rule("no cell waits for input (Run All goes start to end)", not prompts, "; ".join(prompts))
+    problem = one_run_problem(nb, metrics_bytes, root)
+    rule("the notebook, its metrics and its figures come from one run", problem is None, problem or "")
+    metrics = json.loads(metrics_bytes) if metrics_bytes else {}
+    accuracy = metrics.get("final_test_accuracy", 0.0)
+    rule("test accuracy >= 0.65 (assignment)", accuracy >= 0.65, f"{accuracy:.4f}")
+    rule(f"test accuracy >= {min_accuracy:.2f} (ours)", accuracy >= min_accuracy, f"{accuracy:.4f}")
+    description = plot_description(nb)
+    rule("a markdown cell right below the per-token plot describes it",
+         description is not None and words(description) >= 40,
+         "none" if description is None else f"{words(description)} words")
+    report = report_text(nb)
+    count = words(report)
+    rule("report has 300-600 words (as wc -w counts)", 300 <= count <= 600, f"{count} words")
+    missing = [name for name, keys in REPORT_ELEMENTS.items() if not any(k in report.lower() for k in keys)]
+    rule("report has its five required elements", not missing, f"missing: {missing}" if missing else "")
+    claims = metrics.get("report_claims")
+    broken = [f"{sentence!r}: {verdict}" for sentence, verdict in (claims or {}).items()
+              if verdict not in ("holds", "no longer in the report")]
+    rule("every claim of the report holds for this run (as the notebook shows under the report)",
+         claims is not None and not broken,
+         "no report_claims in the metrics" if claims is None else "\n      ".join(broken) or f"{len(claims)} claims")
+    rule("report.md is the executed notebook's report", report_md is None or report_md == report,
+         "written from the notebook" if report_md is None else "")
+    absent = [image for image in notebook_images(nb) if not (root / image).is_file()]
+    rule("every image the notebook links exists", not absent,
+         f"missing: {absent}" if absent else f"{len(notebook_images(nb))} images")
+    link = colab_link(nb)
+    rule("a link to the Colab version near the top (deliverable)", link is not None,
+         link or "empty: share the notebook from Colab and paste the link into the cell under the title",
+         status_if_not=TODO)
+    return results
+
+
+def print_verdicts(results) -> None:
+    for name, status, detail in results:
+        print(f"{status}  {name}" + (f"  ({detail})" if detail else ""))
+
+
+# Printed (Letter) or on a narrow screen, long lines of code and text output wrap instead of being cut at the page
+# edge or scrolling sideways; the cells' source is unchanged. Appended to the head, after nbconvert's lab styles.
+WRAP_CODE_STYLE = """<style>
+@media print, screen and (max-width: 760px) {
+  .jp-InputArea-editor .highlight pre, .jp-OutputArea-output pre {
+    white-space: pre-wrap; overflow-wrap: anywhere; overflow-x: visible;
+  }
+}
+</style>
+"""
+
+
+def notebook_html(nb, images_from: Path) -> str | None:
+    """The notebook as one HTML page for a grader without Jupyter: nbconvert's export with the figures the
+    markdown links embedded, the report cells showing their text and not the code that formats it (found by
+    content, as Colab keeps no tags), long code lines wrapped when printed. None where nbconvert is missing."""
+    try:
+        import nbformat
+        from nbconvert import HTMLExporter
+        from nbconvert.preprocessors import TagRemovePreprocessor
+    except ImportError:
+        return None
+    copy = as_notebook(nb)
+    for cell in report_cells(copy):
+        if cell["cell_type"] == "code":
+            cell["metadata"]["tags"] = sorted({*_tags(cell), REPORT_TAG})
+    exporter = HTMLExporter(embed_images=True)
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags=[REPORT_TAG], enabled=True), enabled=True)
+    body, _ = exporter.from_notebook_node(nbformat.from_dict(copy), resources={"metadata": {"path": str(images_from)}})
+    return body.replace("</head>", WRAP_CODE_STYLE + "</head>", 1)
+
+
+def submission_files(nb, metrics_bytes: bytes | None, root: Path) -> dict[str, bytes]:
+    """The Moodle archive's files by name: the notebook as checked and its HTML reading copy (where nbconvert is
+    installed), its report (what report.md holds), the run's metrics, this module, the committed study the appendix
+    draws, and every figure the notebook links."""
+    root = Path(root)
+    html = notebook_html(nb, root)
+    files = {"homework3.ipynb": notebook_json(nb).encode("utf-8"),
+             **({"homework3.html": html.encode("utf-8")} if html is not None else {}),
+             "report.md": report_text(nb).encode("utf-8"),
+             "metrics.json": metrics_bytes or b"",
+             "hw3_helpers.py": Path(__file__).read_bytes()}
+    study = study_summary_path(root) or study_summary_path(Path(__file__).resolve().parent)
+    if study is not None:
+        files[STUDY_SUMMARY.as_posix()] = study.read_bytes()
+    files.update({image: (root / image).read_bytes() for image in notebook_images(nb) if (root / image).is_file()})
+    return files
+
+
+def write_zip(files: dict[str, bytes], target: Path) -> Path:
+    """The archive, written whole or not at all; fixed time stamps, so the same files give the same zip."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+    tmp.replace(target)
+    return target
+
+
+def build_submission(nb, metrics_bytes: bytes | None, root: Path, target: Path, report_md: str | None = None,
+                     source=None) -> tuple[list, Path | None]:
+    """Check a run by every rule and, unless a rule other than the link's fails, write its zip: the one builder of
+    `make zip` and of the notebook's last cell. Prints each verdict; returns them and the zip (None if refused)."""
+    results = check_submission(nb, metrics_bytes, root, report_md, source)
+    print_verdicts(results)
+    failed = [name for name, status, _ in results if status == FAIL]
+    if failed:
+        print(f"check failed: {len(failed)} of {len(results)} rules ({'; '.join(failed)}); no zip written")
+        return results, None
+    files = submission_files(nb, metrics_bytes, root)
+    write_zip(files, target)
+    print(f"wrote {target}: {', '.join(files)}")
+    if "homework3.html" not in files:
+        print("(no HTML reading copy in it: this Python has no nbconvert; `pip install nbconvert` adds it)")
+    for name, status, _ in results:
+        if status == TODO:  # does not block the zip: the link can only exist once the notebook is in Colab
+            print(f"still to do before you submit: {name}")
+    return results, Path(target)
+
+
+def submit_from_colab(timeout: float = 60.0) -> Path | None:
+    """The notebook's last cell. In Colab: read this notebook as the browser shows it (outputs included), check it
+    by `make check`'s rules, write hw3_submission.zip and hand it to the browser to download. Anywhere else:
+    write nothing, and say how to make the zip there. It never waits for a person and never raises."""
+    try:
+        from google.colab import _message, files
+    except ImportError:
+        print("Moodle zip: this is not Colab, so this cell writes nothing; in a terminal, `make zip` (or "
+              "`python -m hw3tools zip`) checks and zips the last run, a run saved from Jupyter included.")
+        return None
+    try:
+        reply = _message.blocking_request("get_ipynb", timeout_sec=timeout)
+    except Exception as error:  # noqa: BLE001 - Colab's MessageError or a broken channel: say so, end the run
+        print(f"Moodle zip: Colab refused to hand over the notebook ({type(error).__name__}: {error}); run this "
+              "cell again, or download it by hand (File > Download > Download .ipynb) with the figures it links.")
+        return None
+    if not reply or "ipynb" not in reply:
+        print(f"Moodle zip: Colab did not hand over the notebook within {timeout:.0f} s; run this cell again, or "
+              "download it by hand (File > Download > Download .ipynb) with the figures it links.")
+        return None
+    root = output_dir()
+    metrics = root / "build" / "metrics.json"
+    _, target = build_submission(as_notebook(reply["ipynb"]), metrics.read_bytes() if metrics.is_file() else None,
+                                 root, root / "hw3_submission.zip")
+    if target is not None:
+        files.download(str(target))
+    return target

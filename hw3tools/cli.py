@@ -1,5 +1,6 @@
-"""The commands behind `python -m hw3tools` (and make), run with .venv's Python: run, check, zip, study, clean,
-record, tolerances. hw3tools/__main__.py builds .venv first; see there."""
+"""The commands behind `python -m hw3tools` (and make) that need .venv's Python: run, study, clean, record,
+tolerances. hw3tools/__main__.py builds .venv first; see there. `check` and `zip` read JSON only and run without
+.venv: hw3tools/check.py."""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +9,8 @@ import os
 import shutil
 from pathlib import Path
 
-import nbformat
-
 from hw3_helpers import write_atomically
-from hw3tools import record
-from hw3tools.check import FAIL, PASS, TODO, check, make_zip
+from hw3tools import check, record
 from hw3tools.notebook import (
     NOTEBOOK,
     ROOT,
@@ -22,12 +20,15 @@ from hw3tools.notebook import (
     refuse_to_overwrite_edits,
     run_notebook,
 )
-from hw3tools.study import STUDY_DIR, plan, run_study
+from hw3tools.study import STUDY_DIR, describe_plan, plan, plan_status, run_study
 
 COMMANDS = ("run", "check", "zip", "study", "clean", "record", "tolerances")
 
 
-def study_command(jobs: int | None) -> int:
+def study_command(jobs: int | None, plan_only: bool = False) -> int:
+    if plan_only:
+        print(describe_plan(plan_status(plan())))
+        return 0
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -104,54 +105,19 @@ def clean_command(out: Path) -> int:
     return 0
 
 
-def has_outputs(notebook: Path) -> bool:
-    return notebook.exists() and any(cell.get("outputs") for cell in nbformat.read(notebook, as_version=4).cells)
-
-
-def rubric(command: str, out: Path) -> int:
-    build = out / "build"
-    executed = build / "homework3.ipynb"
-    if not executed.exists():
-        print(f"error: {executed} does not exist; run `make run` (or `python -m hw3tools run`) first")
-        if has_outputs(out / NOTEBOOK.name):  # run in Jupyter: report.md was not written from that run
-            print(f"({NOTEBOOK.name} holds the outputs of a run in Jupyter, but report.md is written only by "
-                  f"`make run`, which executes {NOTEBOOK.name} again, your edits included)")
-        return 1
-    if edited_since_run(executed):
-        print(f"error: {executed} was edited after its run, so it is not what the run produced. Edits belong in "
-              f"{NOTEBOOK.name}: copy yours there, rename {executed}, and run again.")
-        return 1
-    results = check(executed, build / "metrics.json", out / "report.md", source=NOTEBOOK)
-    for name, status, detail in results:
-        print(f"{status}  {name}" + (f"  ({detail})" if detail else ""))
-    failed = [name for name, status, _ in results if status == FAIL]
-    todo = [name for name, status, _ in results if status == TODO]
-    if failed:
-        refusal = "; no zip written" if command == "zip" else ""
-        print(f"check failed: {len(failed)} of {len(results)} rules{refusal}")
-        return 1
-    passed = sum(status == PASS for _, status, _ in results)
-    if command == "check":
-        print(f"check: {passed} rules pass" + (f", {len(todo)} to do: {', '.join(todo)}" if todo else ""))
-        return 1 if todo else 0
-    members = make_zip(executed, out, build / "hw3_submission.zip")
-    print(f"wrote {build / 'hw3_submission.zip'}: {', '.join(members)}")
-    for name in todo:  # a to-do does not block the zip: the link can only exist once the notebook is in Colab
-        print(f"still to do before you submit: {name}")
-    return 0
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hw3tools", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=COMMANDS)
     parser.add_argument("--out", type=Path, default=ROOT, help="folder for build/, figures/ and report.md")
     parser.add_argument("--jobs", type=int, default=None, help="study: runs in parallel (default: 2 on a CPU "
                         "with at least 2 cores, else 1; 1 on a GPU)")
+    parser.add_argument("--plan", action="store_true", help="study: print which runs it reuses and which it runs "
+                        "(again), without training")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 4], help="tolerances: thread counts to run")
     args = parser.parse_args(argv)
     build = args.out / "build"
     if args.command == "study":
-        return study_command(args.jobs)
+        return study_command(args.jobs, args.plan)
     if args.command == "tolerances":
         return tolerances_command(args.out, args.threads)
     if args.command == "clean":
@@ -167,7 +133,7 @@ def main(argv=None) -> int:
         return 0
     if args.command == "record":
         return record_command(args.out)
-    return rubric(args.command, args.out)
+    return check.main([args.command], args.out)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import os
 import re
@@ -14,7 +13,31 @@ from pathlib import Path
 import nbformat
 import torch
 
-from hw3_helpers import OUTPUT_ENV, write_atomically
+from hw3_helpers import (  # noqa: F401 - the notebook's structure, shared with the rubric; re-exported for tests
+    ADDED_TAG,
+    EMBEDDED_TESTS,
+    OUTPUT_ENV,
+    REPORT_CHECK_TAG,
+    REPORT_HEADING,
+    REPORT_TAG,
+    RUN_KEY,
+    TODO_END,
+    TODO_START,
+    edited_after_run,
+    fingerprint,
+    first_difference,
+    handed_out_cells,
+    is_added,
+    linked_images,
+    notebook_html,
+    report_cells,
+    report_text,
+    run_stamp_metadata,
+    significant_lines,
+    sources_fingerprint,
+    strip_todo_bodies,
+    write_atomically,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "homework3.ipynb"
@@ -41,36 +64,6 @@ def load_definitions(notebook: Path = NOTEBOOK, device: str = "cpu") -> types.Mo
     return module
 
 
-TODO_START = "### TODO: Your code starts here ###"
-TODO_END = "### TODO: Your code ends here ###"
-ADDED_TAG = "added"  # cell tag of everything that is ours rather than the assignment's
-EMBEDDED_TESTS = ("test_rope", "test_calculate_attention", "test_calculate_sliding_attention", "test_transformer",
-                  "test_nucleus")  # the test functions handed out inside the notebook
-
-
-def is_added(cell) -> bool:
-    return ADDED_TAG in cell.get("metadata", {}).get("tags", [])
-
-
-def strip_todo_bodies(source: str) -> str:
-    """The handed-out form of a code cell: whatever stands between the TODO markers removed."""
-    kept, inside = [], False
-    for line in source.splitlines():
-        if TODO_START in line:
-            inside = True
-        elif TODO_END in line:
-            inside = False
-        elif inside:
-            continue
-        kept.append(line)
-    return "\n".join(kept)
-
-
-def significant_lines(text: str) -> list[str]:
-    """Lines compared 'white space aside': stripped, blank ones dropped."""
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
 def handed_out_lines(nb) -> list[str]:
     """The assignment as the notebook carries it: every cell that is not ours, TODO bodies removed."""
     lines = []
@@ -80,22 +73,6 @@ def handed_out_lines(nb) -> list[str]:
         source = strip_todo_bodies(cell.source) if cell.cell_type == "code" else cell.source
         lines += significant_lines(source)
     return lines
-
-
-def handed_out_cells(nb) -> list[tuple[str, str]]:
-    """(fingerprint, first line) of every cell not tagged `added`, TODO bodies removed: what a grader compares."""
-    cells = []
-    for cell in nb.cells:
-        if is_added(cell):
-            continue
-        lines = significant_lines(strip_todo_bodies(cell.source) if cell.cell_type == "code" else cell.source)
-        cells.append((fingerprint([cell.cell_type, *lines]), lines[0] if lines else ""))
-    return cells
-
-
-def fingerprint(lines: list[str]) -> str:
-
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 class RunFailed(RuntimeError):
@@ -112,14 +89,16 @@ def cell_title(cell) -> str:
 
 
 def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: int = 900, log=print,
-                 env: dict[str, str] | None = None) -> Path:
+                 env: dict[str, str] | None = None, on_cell_execute=None) -> Path:
     """Execute `source` top to bottom in a fresh kernel; write out_root/build/homework3.ipynb, HTML and report.md.
 
     The source notebook is only read. `env` adds environment variables for the kernel, such as HW3_DEVICE or
     HW3_NUM_THREADS (the kernel also inherits this process's). The report is the kernel's own: its cells format the
     run's variables, and report.md is exported from what they displayed. A previous executed notebook that someone
     edited is never overwritten (EditedNotebook names it). On a failing or hung cell the partly executed notebook
-    is kept as build/homework3.failed.ipynb and RunFailed names the cell.
+    is kept as build/homework3.failed.ipynb and RunFailed names the cell. `on_cell_execute(nb, index)`, if given,
+    is called right before each cell goes to the kernel, with the notebook as it stands then (tests use it to play
+    Colab's frontend, which hands the running notebook to the kernel).
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
@@ -132,7 +111,9 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(source.parent)}},
                             # the kernel's start-up warnings (TCP without encryption on a local socket) are noise
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                            on_cell_execute=None if on_cell_execute is None else
+                            lambda cell, cell_index: on_cell_execute(nb, cell_index))
     code_cells = [(index, cell) for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
     cell_seconds = []
     run_started = time.perf_counter()
@@ -167,7 +148,7 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
     for cell in nb.cells:
         if REPORT_TAG in cell.metadata.get("tags", []):  # the executed report reads as prose; its code is a click away
             cell.metadata.update(HIDDEN_SOURCE)
-    nb.metadata[RUN_KEY] = {"sources_sha256": sources_fingerprint(nb)}
+    nb.metadata[RUN_KEY] = run_stamp_metadata(nb)
     executed = build / "homework3.ipynb"
     write_atomically(executed, nbformat.writes(nb))
     link_figures(build)
@@ -230,32 +211,13 @@ def terminal_streams(outputs: list) -> list:
     return merged
 
 
-RUN_KEY = "hw3_run"  # notebook metadata of an executed notebook: what it was run from
-
-
-def sources_fingerprint(nb) -> str:
-    """The cells' types and sources: what a person edits (outputs, counts and metadata aside)."""
-    return fingerprint([f"{cell.cell_type}:{cell.source}" for cell in nb.cells])
-
-
 class EditedNotebook(RuntimeError):
     """An executed notebook was edited after its run; overwriting it would lose those edits."""
 
 
 def edited_since_run(executed: Path) -> bool:
-    """Whether someone changed a cell of an executed notebook after the run that wrote it."""
-    nb = nbformat.read(executed, as_version=4)
-    recorded = nb.metadata.get(RUN_KEY, {}).get("sources_sha256")
-    return recorded is not None and recorded != sources_fingerprint(nb)
-
-
-def first_difference(a, b) -> int | None:
-    """The first cell (from 1) whose type or source differs between two notebooks, or None."""
-    pairs = list(zip(a.cells, b.cells, strict=False))
-    for number, (x, y) in enumerate(pairs, start=1):
-        if x.cell_type != y.cell_type or x.source.strip() != y.source.strip():
-            return number
-    return None if len(a.cells) == len(b.cells) else len(pairs) + 1
+    """Whether someone changed a cell of an executed notebook after the run that wrote it (its link cell aside)."""
+    return edited_after_run(nbformat.read(executed, as_version=4))
 
 
 def refuse_to_overwrite_edits(executed: Path) -> None:
@@ -267,59 +229,12 @@ def refuse_to_overwrite_edits(executed: Path) -> None:
 
 
 def export_html(notebook: Path, target: Path, images_from: Path) -> None:
-    """nbconvert's HTML export with the figures the markdown links embedded, so it reads anywhere; the report
-    cells show their text, not the code that formats it."""
-    from nbconvert import HTMLExporter
-    from nbconvert.preprocessors import TagRemovePreprocessor
-
-    exporter = HTMLExporter(embed_images=True)
-    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags=[REPORT_TAG], enabled=True), enabled=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4),
-                                          resources={"metadata": {"path": str(images_from)}})
-    write_atomically(target, body)
-
-
-REPORT_HEADING = "## Your report"
-REPORT_TAG = "report"  # our report cells: code that displays one part of the report as markdown
-REPORT_CHECK_TAG = "report-check"  # the cells under the report that check it: not part of it
-
-
-def report_cells(nb) -> list:
-    """The cells after the assignment's `Your report` heading that make up the report: every one of them (a
-    student's own markdown cells included) up to the next heading of the same level (the appendix), except the
-    check under it. No heading, no report."""
-    start = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
-                  and c.source.lstrip().startswith(REPORT_HEADING)), None)
-    if start is None:
-        return []
-    cells = []
-    for cell in nb.cells[start + 1:]:
-        if cell.cell_type == "markdown" and re.match(r"##\s", cell.source.lstrip()):
-            break
-        if REPORT_CHECK_TAG not in cell.get("metadata", {}).get("tags", []):
-            cells.append(cell)
-    return cells
-
-
-def report_text(nb) -> str:
-    """The report as it reads in the executed notebook: markdown cells as written, code cells by the markdown
-    they displayed (nothing for a cell that has not run)."""
-    parts = []
-    for cell in report_cells(nb):
-        if cell.cell_type == "markdown":
-            parts.append(cell.source.strip())
-        elif cell.cell_type == "code":
-            parts += [str(output["data"]["text/markdown"]).strip() for output in cell.get("outputs", [])
-                      if output.get("output_type") in ("display_data", "execute_result")
-                      and "text/markdown" in output.get("data", {})]
-    return "\n\n".join(part for part in parts if part) + "\n"
+    """The grader's reading copy (hw3_helpers.notebook_html): figures embedded, the report as prose, long code lines
+    wrapped when printed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(target, notebook_html(nbformat.read(notebook, as_version=4), images_from))
 
 
 def export_report(notebook: Path, target: Path) -> None:
 
     write_atomically(target, report_text(nbformat.read(notebook, as_version=4)))
-
-
-def linked_images(markdown: str) -> list[str]:
-
-    return re.findall(r"!\[[^\]]*\]\(([^)\s]+)", markdown)

@@ -1,14 +1,17 @@
 """One full headless run of the notebook, as a student leaves it after editing the report, and everything that is
-checked on its outputs."""
+checked on its outputs. The run has a stand-in for Colab's frontend on its kernel's path (tests/colab_standin.py), so
+the notebook's last cell does what it does in Colab: reads the running notebook, checks it and downloads the zip."""
 import json
 import re
 import shutil
 import zipfile
 
+import colab_standin
 import nbformat
 import pytest
 from nbformat.v4 import new_markdown_cell
 
+import hw3_helpers
 from hw3tools import check as rubric
 from hw3tools import notebook as hw3
 from hw3tools import record
@@ -35,8 +38,10 @@ def run(tmp_path_factory):
     nbformat.write(nb, source)
     for name in ("hw3_helpers.py", "study"):  # beside the notebook, as in the repository and the zip
         (shutil.copytree if name == "study" else shutil.copy)(hw3.ROOT / name, out / name)
-    executed = hw3.run_notebook(source, out)
-    return {"out": out, "source": source, "executed": executed,
+    frontend = tmp_path_factory.mktemp("colab")
+    executed = hw3.run_notebook(source, out, env=colab_standin.install(frontend),
+                                on_cell_execute=colab_standin.frontend_hook(frontend))
+    return {"out": out, "source": source, "executed": executed, "frontend": frontend,
             "metrics": json.loads((out / "build" / "metrics.json").read_text(encoding="utf-8"))}
 
 
@@ -155,7 +160,10 @@ def test_the_zip_holds_exactly_the_submission(run, tmp_path):
                                    + hw3.report_text(nb)))
     with zipfile.ZipFile(target) as archive:
         names = set(archive.namelist())
-        assert names == {"homework3.ipynb", "hw3_helpers.py", "report.md", "study/summary.json"} | images
+        assert names == {"homework3.ipynb", "homework3.html", "hw3_helpers.py", "report.md", "metrics.json",
+                         "study/summary.json"} | images
+        html = archive.read("homework3.html").decode("utf-8")  # the grader's reading copy: wraps when printed
+        assert hw3_helpers.WRAP_CODE_STYLE in html and ADDED_SENTENCE in html and "report(f" not in html
         assert names == set(members)
         assert {"figures/sampling.png", "figures/per_position_accuracy.png"} <= images
         assert archive.read("report.md") == (out / "report.md").read_bytes()
@@ -200,9 +208,15 @@ CHECK_BREAKERS = {  # rubric rule -> how to break only that rule in a copy of th
         lambda nb, out: (out / "report.md").write_text("something else\n", encoding="utf-8"),
     "every image the notebook links exists":
         lambda nb, out: (out / "figures" / "sampling.png").unlink(),
+    "the notebook, its metrics and its figures come from one run":  # a later run's figure, or Jupyter's
+        lambda nb, out: (out / "figures" / "sampling.png").write_bytes(
+            (out / "figures" / "per_position_accuracy.png").read_bytes()),
 }
+ONE_RUN = "the notebook, its metrics and its figures come from one run"  # another metrics.json breaks it too
 SOURCE_CHANGED = "the run is of homework3.ipynb as it is now"  # an edit of a cell's source breaks this one too
 ALSO_BROKEN = {  # rules that cannot break alone
+    "test accuracy >= 0.80 (ours)": (ONE_RUN,),
+    "every claim of the report holds for this run (as the notebook shows under the report)": (ONE_RUN,),
     "all five embedded tests ran and passed": ("execution counts run 1..N in order",),  # an unrun cell has no count
     "no cell waits for input (Run All goes start to end)": (SOURCE_CHANGED,),
     "[do not modify] cells, embedded tests and given code intact": (SOURCE_CHANGED,),
@@ -228,3 +242,70 @@ def test_each_rubric_rule_catches_what_it_is_for(run, tmp_path, rule):
         results.pop(also, None)
     results.pop("a link to the Colab version near the top (deliverable)")
     assert set(results.values()) == {rubric.PASS}, [name for name, status in results.items() if status != rubric.PASS]
+
+
+def test_in_colab_the_last_cell_downloads_the_zip_that_make_zip_builds_checked_by_the_same_rules(run, tmp_path):
+    [downloaded] = colab_standin.downloads(run["frontend"])
+    assert downloaded == str(run["out"] / "hw3_submission.zip")
+    members = rubric.make_zip(run["executed"], run["out"], tmp_path / "make_zip.zip")
+    with zipfile.ZipFile(downloaded) as archive:
+        assert sorted(archive.namelist()) == sorted(members)
+        report = archive.read("report.md").decode("utf-8")
+        zipped = hw3_helpers.as_notebook(json.loads(archive.read("homework3.ipynb")))
+        assert archive.read("metrics.json") == (run["out"] / "build" / "metrics.json").read_bytes()
+    assert report == (run["out"] / "report.md").read_text(encoding="utf-8") and ADDED_SENTENCE in report
+    executed = hw3_helpers.read_notebook(run["executed"])
+    before_export = [c for c in executed["cells"] if c["cell_type"] == "code"][:-1]
+    zipped_code = [c for c in zipped["cells"] if c["cell_type"] == "code"]
+    assert [c["execution_count"] for c in zipped_code[:-1]] == [c["execution_count"] for c in before_export]
+    for zipped_cell, executed_cell in zip(zipped_code[:-1], before_export, strict=True):
+        assert len(zipped_cell.get("outputs", [])) == len(executed_cell["outputs"])
+    assert zipped_code[-1]["outputs"] == [], "the export cell is still running when it reads the notebook"
+    said = "".join(o.get("text", "") for o in executed["cells"][-1]["outputs"])
+    assert "PASS  the notebook, its metrics and its figures come from one run" in said
+    assert "TODO  a link to the Colab version near the top (deliverable)" in said and "FAIL" not in said
+    assert "still to do before you submit" in said
+
+
+LINK = "https://colab.research.google.com/drive/1AbC-xyz"
+
+
+def copy_with_link(run, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(run["out"], out, ignore=shutil.ignore_patterns("hw3_submission.zip"))
+    nb = nbformat.read(out / "homework3.ipynb", as_version=4)
+    link = next(c for c in nb.cells if hw3_helpers.COLAB_TAG in c.metadata.get("tags", []))
+    link.source = f"{hw3_helpers.COLAB_LEAD} [open in Colab]({LINK})"
+    return out, nb
+
+
+def test_a_link_pasted_after_make_run_is_checked_and_zipped_with_no_new_run(run, tmp_path, capsys):
+    out, nb = copy_with_link(run, tmp_path)
+    nbformat.write(nb, out / "homework3.ipynb")
+    executed_before = (out / "build" / "homework3.ipynb").read_bytes()
+    assert rubric.main(["check"], out) == 0
+    assert f"PASS  a link to the Colab version near the top (deliverable)  ({LINK})" in capsys.readouterr().out
+    assert rubric.main(["zip"], out) == 0
+    assert (out / "build" / "homework3.ipynb").read_bytes() == executed_before, "nothing runs again"
+    unzipped = tmp_path / "unzipped"
+    with zipfile.ZipFile(out / "build" / "hw3_submission.zip") as archive:
+        archive.extractall(unzipped)
+    zipped = hw3_helpers.read_notebook(unzipped / "homework3.ipynb")
+    assert hw3_helpers.colab_link(zipped) == LINK and not hw3_helpers.edited_after_run(zipped)
+    results = hw3_helpers.check_submission(zipped, (unzipped / "metrics.json").read_bytes(), unzipped,
+                                           (unzipped / "report.md").read_text(encoding="utf-8"))
+    assert {status for _, status, _ in results} == {rubric.PASS}, [r for r in results if r[1] != rubric.PASS]
+
+
+@pytest.mark.parametrize("where", ["the markdown cell under the link", "a report cell"])
+def test_any_other_edit_after_the_run_still_asks_for_a_new_run(run, tmp_path, capsys, where):
+    out, nb = copy_with_link(run, tmp_path)
+    index = next(i for i, c in enumerate(nb.cells) if hw3_helpers.COLAB_TAG in c.metadata.get("tags", [])) + 1
+    if where == "a report cell":
+        index = next(i for i, c in enumerate(nb.cells) if "**Temperature.**" in c.source)
+    nb.cells[index].source = nb.cells[index].source.replace(" the ", " a ", 1)
+    nbformat.write(nb, out / "homework3.ipynb")
+    assert rubric.main(["zip"], out) == 1
+    said = capsys.readouterr().out
+    assert f"FAIL  the run is of homework3.ipynb as it is now  (cell {index + 1} changed since the run" in said
+    assert not (out / "build" / "hw3_submission.zip").exists()

@@ -5,6 +5,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from hw3_helpers import HANDED_OUT_CELLS
 from hw3tools import notebook as hw3
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +64,23 @@ def test_graded_code_does_not_call_torch_attention(nb):
     assert not any("scaled_dot_product_attention" in s for s in graded)
 
 
-def test_committed_notebook_is_clean(nb):
+def committed_notebook():
+    """homework3.ipynb as committed: from git where this is a clone (a student may have saved a run from Jupyter
+    into the working copy, which is how that route works), else the file itself, unless it holds such a run."""
+    import subprocess
+
+    shown = subprocess.run(["git", "show", f"HEAD:{hw3.NOTEBOOK.name}"], cwd=ROOT, capture_output=True, text=True,
+                           encoding="utf-8")
+    if shown.returncode == 0:
+        return nbformat.reads(shown.stdout, as_version=4)
+    nb = nbformat.read(hw3.NOTEBOOK, as_version=4)
+    if any(c.get("execution_count") for c in nb.cells if c.cell_type == "code"):
+        pytest.skip("homework3.ipynb holds a run saved from Jupyter, and there is no git history to read")
+    return nb
+
+
+def test_committed_notebook_is_clean():
+    nb = committed_notebook()
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None
@@ -78,7 +95,8 @@ def added_code_lines(cell) -> int:
 
 def test_the_grader_reaches_the_report_through_the_handout_and_little_else(nb):
     """Up to the end of the report: a setup cell of at most 15 lines, no added code cell over 25 lines, and between
-    the per-token plot's description and the report heading at most one added code cell."""
+    the per-token plot's description and the report heading at most two added code cells (the plot saved for the
+    report, and report())."""
     heading = next(i for i, c in enumerate(nb.cells) if c.source.startswith(hw3.REPORT_HEADING))
     appendix = next(i for i, c in enumerate(nb.cells) if c.source.startswith("## Beyond the assignment"))
     added = [c for c in nb.cells[:appendix] if c.cell_type == "code" and hw3.is_added(c)]
@@ -87,7 +105,7 @@ def test_the_grader_reaches_the_report_through_the_handout_and_little_else(nb):
     assert max(added_code_lines(c) for c in added) <= 25
     plot = next(i for i, c in enumerate(nb.cells) if "per_token_acc = calc_per_token_acc(" in c.source)
     between = [c for c in nb.cells[plot + 2:heading] if c.cell_type == "code"]
-    assert nb.cells[plot + 1].cell_type == "markdown" and len(between) <= 1
+    assert nb.cells[plot + 1].cell_type == "markdown" and len(between) <= 2
     assert heading < appendix and all(added_code_lines(c) <= 25 for c in between)
 
 
@@ -117,14 +135,15 @@ def test_the_appendix_is_skipped_by_plain_guards_when_the_module_is_absent(nb):
 
 
 def test_the_manifest_fingerprints_each_handed_out_cell_of_the_notebook(nb):
-    assert [c["sha256"] for c in MANIFEST["cells"]] == [fingerprint for fingerprint, _ in hw3.handed_out_cells(nb)]
+    """The rubric's copy (in hw3_helpers, which ships beside the notebook and runs in Colab) is the notebook's."""
+    assert [expected for expected, _ in HANDED_OUT_CELLS] == [found for found, _ in hw3.handed_out_cells(nb)]
 
 
 def test_cells_a_student_adds_are_allowed_and_a_changed_given_cell_is_named(nb):
     from hw3tools.check import handed_out_intact
 
     student = nbformat.v4.new_markdown_cell("My own note between two given cells, not tagged.")
-    nb = nbformat.from_dict(nb)
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
     nb.cells.insert(30, student)
     assert handed_out_intact(nb)[0]
     router = next(c for c in nb.cells if c.source.startswith("class Router"))

@@ -50,8 +50,10 @@ def test_the_appendix_and_the_reports_check_each_say_in_one_line_that_they_were_
                      "Beyond the assignment: skipped, as hw3_helpers.py is not beside this notebook (the homework "
                      "above is complete without it)."]
     appendix = next(i for i, c in enumerate(alone.cells) if c.source.startswith("## Beyond the assignment"))
-    after_guard = [c for c in alone.cells[appendix:] if c.cell_type == "code"][1:]
+    *after_guard, export = [c for c in alone.cells[appendix:] if c.cell_type == "code"][1:]
     assert all(not c.outputs for c in after_guard)  # the guards ran and did nothing
+    said = text_of(export).strip().splitlines()  # the Moodle zip's cell: what to drop beside it, or by hand
+    assert len(said) == 1 and "hw3_helpers.py" in said[0] and "by hand" in said[0]
 
 
 def test_the_whole_report_runs_and_quotes_this_runs_numbers(alone):

@@ -179,18 +179,3 @@ def test_the_executed_notebook_carries_what_its_kernel_reports_so_opening_it_cha
     modes = {stat.S_IMODE(path.stat().st_mode) for path in (build / "homework3.ipynb", build / "homework3.html",
                                                             tmp_path / "out" / "report.md")}
     assert modes == {stat.S_IMODE(plain.stat().st_mode)}
-
-
-@pytest.mark.parametrize("ran_in_jupyter", [True, False])
-def test_zip_before_make_run_names_the_command_and_why_a_run_in_jupyter_is_not_enough(tmp_path, capsys,
-                                                                                        ran_in_jupyter):
-    from hw3tools import cli
-
-    cell = new_code_cell("x = 1")
-    if ran_in_jupyter:
-        cell.execution_count, cell.outputs = 1, [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
-    write_notebook(tmp_path / cli.NOTEBOOK.name, cell)
-    assert cli.rubric("zip", tmp_path) == 1
-    said = capsys.readouterr().out
-    assert "run `make run`" in said and not (tmp_path / "build").exists()
-    assert ("holds the outputs of a run in Jupyter" in said) == ran_in_jupyter

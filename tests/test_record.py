@@ -46,7 +46,7 @@ def a_finished_run(tmp_path):
                              new_markdown_cell("The report: accuracy 0.851, as this run measured it.")])
     source = tmp_path / "homework3.ipynb"
     nbformat.write(nb, source)
-    nb.metadata[hw3.RUN_KEY] = {"sources_sha256": hw3.sources_fingerprint(nb)}
+    nb.metadata[hw3.RUN_KEY] = hw3.run_stamp_metadata(nb)
     (tmp_path / "build").mkdir()
     nbformat.write(nb, tmp_path / "build" / "homework3.ipynb")
     (tmp_path / "build" / "metrics.json").write_text(json.dumps({"final_test_accuracy": 0.851}), encoding="utf-8")

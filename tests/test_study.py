@@ -72,16 +72,21 @@ def test_the_plan_gives_every_variant_three_seeds_and_every_lever_two_budgets_of
     assert all(run.epochs == 8 and run.train_sequences == 10000 for run in variants)
 
 
-def test_the_notebook_draws_the_committed_study_without_training(monkeypatch, tmp_path):
+def test_the_notebook_draws_the_committed_study_without_training(monkeypatch, tmp_path, capsys):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     [cell] = [c for c in nb.cells if c.cell_type == "code" and "hw3.load_study()" in c.source]
     monkeypatch.chdir(ROOT)  # the notebook's folder, where study/summary.json lies
     monkeypatch.setenv(hw3_helpers.OUTPUT_ENV, str(tmp_path))
+    # the kernel's input history after a run top to bottom (test_the_kernel_s_input_history_...: the same fingerprint)
+    monkeypatch.setattr(hw3_helpers, "kernel_sources", lambda: [""] + study.notebook_sources(NOTEBOOK))
     import matplotlib.pyplot as plt
 
     namespace = {"hw3": hw3_helpers, "plt": plt, "display": print, "Markdown": str}  # drawing only: no model, no data
     exec(cell.source, namespace)
     assert namespace["study_summary"] == json.loads((ROOT / "study" / "summary.json").read_text(encoding="utf-8"))
+    if "study_provenance(" in cell.source:
+        printed = capsys.readouterr().out
+        assert f"all {len(study.plan())} runs of the study were trained by this notebook's code" in printed
     for name in hw3_helpers.study_figures(namespace["study_summary"]):
         assert (tmp_path / "figures" / name).stat().st_size > 0
 
@@ -102,7 +107,8 @@ def test_every_run_records_bits_against_bayes_and_old_runs_without_them_are_run_
     path.write_text(json.dumps(record), encoding="utf-8")
     rerun = []
     original = study.execute
-    monkeypatch.setattr(study, "execute", lambda run, device="cpu": rerun.append(run.run_id) or original(run, device))
+    monkeypatch.setattr(study, "execute", lambda run, device="cpu", notebook=NOTEBOOK: rerun.append(run.run_id)
+                        or original(run, device, notebook))
     study.run_study(tiny_runs()[:2], tmp_path, jobs=1, progress=False)
     assert rerun == [tiny_runs()[0].run_id]
     assert "kl_bits" in json.loads(path.read_text(encoding="utf-8"))
@@ -127,7 +133,7 @@ def test_the_study_runs_first_what_the_fit_of_the_data_budget_needs():
     fresh = [run for run in study.plan() if run.name == "80000 sequences, 1 epoch"]
     assert [run.seed for run in fresh] == [0, 1] and all(run.epochs == 1 and run.train_sequences == 80000
                                                          for run in fresh)
-    assert 80000 // study.BATCH_SIZE == 625  # the same compute as the prescribed 8 x 79 = 632 steps, within 1%
+    assert 80000 // study.notebook_settings().batch_size == 625  # the prescribed 8 x 79 = 632 steps, within 1%
     capacity = [i for i, name in enumerate(order) if name.startswith("width ") and "sequences" not in name]
     assert max(capacity) < order.index("GQA, 2 KV heads")  # the prediction from the widths comes next
 
@@ -211,3 +217,321 @@ def test_what_the_notebook_says_the_study_shows_holds_for_the_committed_study():
     assert max(fresh["gap_difference_from_prescribed"]["kl_bits"]["per_seed"]) < 0
     assert 0.004 < fresh["difference_from_prescribed"]["mean"] < 0.007 and 0.02 < kl_gain(fresh["name"]) < 0.035
     assert max(kl_gain(n) for n in ("width 96", "width 128")) < kl_gain("40000 sequences")  # width: less than data
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Which code trained a run: the training fingerprint, the plan's reused and stale runs, the notebook's settings.
+# Hermetic: temporary copies of the notebook and of committed run records, nothing trained.
+# --------------------------------------------------------------------------------------------------------------
+STAMPED = ("variants__dense-prescribed__seed0", "variants__dense-prescribed__seed1", "epochs__16-epochs__seed0")
+
+
+def code_cell(nb, marker: str):
+    [cell] = [cell for cell in nb.cells if cell.cell_type == "code" and marker in cell.source
+              and not hw3_helpers.is_added(cell)]
+    return cell
+
+
+def edit_notebook(path, *edits):
+    """Each edit (marker of the cell, old text, new text) replaces old by new, once, in the handed-out code cell
+    whose source holds the marker."""
+    nb = nbformat.read(path, as_version=4)
+    for marker, old, new in edits:
+        cell = code_cell(nb, marker)
+        assert cell.source.count(old) == 1, (marker, old)
+        cell.source = cell.source.replace(old, new)
+    nbformat.write(nb, path)
+    return path
+
+
+def fingerprint_of(notebook):
+    return hw3_helpers.training_fingerprint(study.notebook_sources(notebook))
+
+
+def committed_record(run_id):
+    return json.loads((ROOT / "study" / "runs" / f"{run_id}.json").read_text(encoding="utf-8"))
+
+
+def stamped_study(tmp_path):
+    """A copy of the notebook, and a study folder holding three committed runs recorded as trained by its code."""
+    notebook = tmp_path / "homework3.ipynb"
+    notebook.write_bytes(NOTEBOOK.read_bytes())
+    out = tmp_path / "study"
+    (out / "runs").mkdir(parents=True)
+    for run_id in STAMPED:
+        record = {**committed_record(run_id), "training_fingerprint": fingerprint_of(notebook)}
+        (out / "runs" / f"{run_id}.json").write_text(json.dumps(record), encoding="utf-8")
+    runs = [run for run in study.plan(study.notebook_settings(study.notebook_sources(notebook)))
+            if run.run_id in STAMPED]
+    assert len(runs) == len(STAMPED)
+    return notebook, out, runs
+
+
+def must_not_train(*args, **kwargs):
+    raise AssertionError("a run was trained that the plan reuses")
+
+
+def test_an_unchanged_notebook_reuses_every_run_it_trained(tmp_path, monkeypatch):
+    notebook, out, runs = stamped_study(tmp_path)
+    status = study.plan_status(runs, out, notebook)
+    assert status["reused"] == list(STAMPED) and status["stale"] == status["new"] == []
+    assert all(study.finished(out / "runs" / f"{run_id}.json", fingerprint_of(notebook)) for run_id in STAMPED)
+    monkeypatch.setattr(study, "execute", must_not_train)
+    summary = study.run_study(runs, out, progress=False, notebook=notebook)
+    assert hw3_helpers.stale_runs(summary, fingerprint_of(notebook)) == []
+    assert "all 3 runs of the study were trained by this notebook's code" == hw3_helpers.study_provenance(
+        summary, study.notebook_sources(notebook))
+
+
+CHANGES = {  # a line of the training TODO, a handed-out constant, the optimizer's settings, the prescribed model
+    "training TODO": ("def train(", "max_norm=1.0", "max_norm=0.5"),
+    "constant": ("NEXT_PROB = ", "NEXT_PROB = .1", "NEXT_PROB = .2"),
+    "learning rate": ("optimizer = torch.optim", "lr=0.01", "lr=0.003"),
+    "model": ("optimizer = torch.optim", "hidden_dim=64", "hidden_dim=32"),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_change_to_the_training_code_makes_the_runs_stale_and_the_study_runs_them_again(tmp_path, monkeypatch,
+                                                                                         change):
+    notebook, out, runs = stamped_study(tmp_path)
+    before = fingerprint_of(notebook)
+    edit_notebook(notebook, CHANGES[change])
+    now = fingerprint_of(notebook)
+    assert now != before
+    if change == "training TODO":  # a line of a TODO body: the handed-out cells are as handed out
+        assert hw3_helpers.handed_out_intact(nbformat.read(notebook, as_version=4))[0]
+    status = study.plan_status(runs, out, notebook)
+    assert status["stale"] == list(STAMPED) and status["reused"] == status["new"] == []
+    described = study.describe_plan(status)
+    assert "0 runs reused, 3 stale" in described and all(f"run again: {run_id}" in described for run_id in STAMPED)
+    assert not any(study.finished(out / "runs" / f"{run_id}.json", now) for run_id in STAMPED)
+    summary = json.loads(json.dumps(study.summarize([committed_record(run_id) | {"training_fingerprint": before}
+                                                     for run_id in STAMPED])))
+    assert hw3_helpers.study_provenance(summary, study.notebook_sources(notebook)) == (
+        "3 of 3 runs were trained by other code than this notebook's: `make study` runs them again")
+
+    trained = []
+
+    def execute(run, device="cpu", notebook=NOTEBOOK):  # what a run records, without training
+        trained.append(run.run_id)
+        return {**committed_record(run.run_id), "training_fingerprint": fingerprint_of(notebook)}
+
+    monkeypatch.setattr(study, "execute", execute)
+    summary = study.run_study(runs, out, progress=False, notebook=notebook)
+    assert sorted(trained) == sorted(STAMPED)
+    assert hw3_helpers.stale_runs(summary, now) == []
+    assert study.plan_status(runs, out, notebook)["reused"] == list(STAMPED)
+
+
+def test_the_study_reads_the_constants_the_model_and_the_optimizer_from_the_notebook(tmp_path):
+    settings = study.notebook_settings()
+    assert (settings.seq_len, settings.vocab_size, settings.next_prob, settings.initial, settings.batch_size,
+            settings.test_sequences, settings.train_sequences, settings.epochs) == (64, 7, 0.1, 2, 128, 1000, 10000, 8)
+    assert settings.model == {"n_layers": 4, "hidden_dim": 64, "ff_dim": 128, "num_heads": 4, "head_dim": 16}
+    assert settings.model_vocab_size == settings.vocab_size
+    assert (settings.optimizer, settings.optimizer_options) == ("AdamW", {"lr": 0.01})
+    for run in study.plan(settings):  # the committed runs were planned from the same settings
+        recorded = committed_record(run.run_id)
+        assert (recorded["model"], recorded["epochs"], recorded["train_sequences"]) == (
+            run.model, run.epochs, run.train_sequences)
+
+    notebook = tmp_path / "homework3.ipynb"
+    notebook.write_bytes(NOTEBOOK.read_bytes())
+    edit_notebook(notebook, CHANGES["constant"], CHANGES["learning rate"], CHANGES["model"],
+                  ("NEXT_PROB = ", "BATCH_SIZE = 128", "BATCH_SIZE = 64"), ("optimizer = torch.optim", "num_epochs=8",
+                                                                            "num_epochs=4"))
+    changed = study.notebook_settings(study.notebook_sources(notebook))
+    assert (changed.next_prob, changed.batch_size, changed.epochs, changed.optimizer_options) == (
+        0.2, 64, 4, {"lr": 0.003})
+    dense = next(run for run in study.plan(changed) if run.name == "dense (prescribed)")
+    assert dense.model["hidden_dim"] == 32 and dense.epochs == 4
+    wide = next(run for run in study.plan(changed) if run.name == "width 128")
+    assert wide.model["hidden_dim"] == 128 and wide.model["n_layers"] == 4 and wide.epochs == 4
+
+
+def relayout(source: str) -> str:
+    """The same code laid out otherwise, as a re-wrap does: a line break after every comma inside brackets, and
+    every comment but the TODO markers replaced by another on a line of its own. No code, no string changes."""
+    import io
+    import tokenize
+
+    fstring = getattr(tokenize, "FSTRING_START", None), getattr(tokenize, "FSTRING_END", None)  # Python 3.12+
+    starts = [0]
+    for line in source.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    edits, depth, in_fstring = [], 0, 0  # (offset, end, replacement)
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        at, end = starts[token.start[0] - 1] + token.start[1], starts[token.end[0] - 1] + token.end[1]
+        in_fstring += (token.type == fstring[0]) - (token.type == fstring[1])
+        if token.type == tokenize.OP and not in_fstring:
+            depth += (token.string in "([{") - (token.string in ")]}")
+            if token.string == "," and depth > 0:
+                edits.append((end, end, "\n"))
+        elif token.type == tokenize.COMMENT and "TODO" not in token.string:
+            indent = " " * (len(source[starts[token.start[0] - 1]:at]) - len(source[starts[token.start[0] - 1]:at]
+                                                                                 .lstrip()))
+            edits.append((at, end, f"\n{indent}# a comment that the re-wrap moved"))
+    for at, end, replacement in sorted(edits, reverse=True):
+        source = source[:at] + replacement + source[end:]
+    return source
+
+
+def test_comments_and_line_breaks_keep_the_fingerprint_and_the_runs(tmp_path, monkeypatch):
+    notebook, out, runs = stamped_study(tmp_path)
+    before = fingerprint_of(notebook)
+    nb = nbformat.read(notebook, as_version=4)
+    training = set(hw3_helpers.training_cells(study.notebook_sources(notebook)).values())
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.source in training:
+            cell.source = relayout(cell.source)
+    nbformat.write(nb, notebook)
+    rewrapped = set(hw3_helpers.training_cells(study.notebook_sources(notebook)).values())
+    assert not rewrapped & training and None not in rewrapped  # every cell changed, every one is found
+    forms = {form for form, _ in hw3_helpers.HANDED_OUT_CELLS}
+    assert any(form not in forms for form, _ in hw3_helpers.handed_out_cells(nb))  # handed-out lines re-wrapped
+    assert fingerprint_of(notebook) == before
+    monkeypatch.setattr(study, "execute", must_not_train)
+    assert study.plan_status(runs, out, notebook)["reused"] == list(STAMPED)
+    study.run_study(runs, out, progress=False, notebook=notebook)
+    assert study.notebook_settings(study.notebook_sources(notebook)) == study.notebook_settings(
+        study.notebook_sources(NOTEBOOK))
+
+
+def kernel_in(sources, tmp_path, monkeypatch):
+    """`In` of an IPython shell that was handed `sources` as cells (magics and all) and executed none of them."""
+    import ast
+
+    pytest.importorskip("IPython")
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = InteractiveShell(config=config)
+
+    class RunNothing(ast.NodeTransformer):
+        def visit_Module(self, node):
+            node.body = []
+            return node
+
+    shell.ast_transformers.append(RunNothing())
+    for source in sources:
+        assert shell.run_cell(source, store_history=True).success
+    return list(shell.user_ns["In"])
+
+
+def test_the_kernel_s_input_history_gives_the_notebook_file_s_fingerprint(tmp_path, monkeypatch):
+    sources = study.notebook_sources(NOTEBOOK)
+    expected = hw3_helpers.training_fingerprint(sources)
+    history = kernel_in(sources, tmp_path, monkeypatch)  # top to bottom, as `make run` and "Run all" do
+    assert history[0] == "" and any("get_ipython()" in source for source in history)  # IPython transformed magics
+    assert hw3_helpers.training_fingerprint(history) == expected
+    # magic-free, with cells of someone's own in between, and the training TODO run first in another version
+    train = next(source for source in sources if "def train(" in source)
+    magic_free = [source for source in sources if not any(line.lstrip().startswith(("%", "!"))
+                                                          for line in source.splitlines())]
+    assert len(magic_free) < len(sources)
+    position = magic_free.index(train)
+    edited = train.replace("max_norm=1.0", "max_norm=0.5")
+    rerun = ([""] + magic_free[:position] + ["print(len(TRAIN_DATASET))", edited, "x = 1", train, "model"]
+             + magic_free[position + 1:] + ["import math\nmath.pi"])
+    assert hw3_helpers.training_fingerprint(rerun) == expected
+    assert hw3_helpers.training_fingerprint(kernel_in(rerun[1:], tmp_path, monkeypatch)) == expected
+    # the last version run is the one that counts
+    assert hw3_helpers.training_fingerprint(magic_free + [edited]) != expected
+    missing = [source for source in magic_free if "optimizer = torch.optim" not in source]
+    assert hw3_helpers.training_fingerprint(missing) != expected
+    summary = study.summarize([committed_record(run_id) | {"training_fingerprint": expected} for run_id in STAMPED])
+    assert hw3_helpers.study_provenance(summary, missing) == (
+        "3 of 3 runs were trained by other code than this notebook's: `make study` runs them again (this kernel "
+        "has not run the cells of the training cell)")
+
+
+def test_every_training_cell_is_a_handed_out_cell_and_known_by_the_names_it_binds_alone():
+    import ast
+
+    assert {form for form, _ in hw3_helpers.TRAINING_CELLS.values()} <= {form for form, _ in
+                                                                          hw3_helpers.HANDED_OUT_CELLS}
+    sources = study.notebook_sources(NOTEBOOK)
+    found = hw3_helpers.training_cells(sources)
+    assert all(found.values())
+    names = {}
+    for source in sources:
+        try:
+            names.setdefault(hw3_helpers.bound_names(ast.parse(source)), []).append(source)
+        except SyntaxError:  # a cell with magics
+            continue
+    for name, (_, bound) in hw3_helpers.TRAINING_CELLS.items():
+        assert names.get(bound) == [found[name]], name  # no other cell of the notebook binds the same names
+    # the cells left out: the embedded tests and the generation and sampling cells
+    kept = set(found.values())
+    assert not any(source.startswith("##### TESTS START #####") for source in kept)
+    assert not any("def generate(" in source or "def get_dist_after_with_temp_and_topp(" in source for source in kept)
+
+
+def test_the_tree_s_shape_leaves_out_positions_empty_fields_and_docstrings():
+    import ast
+
+    tree = ast.parse('def f(x: int = 1):\n    """doc"""\n    return x  # a comment\n')
+    assert hw3_helpers.tree_shape(tree) == [
+        "Module", ["body", [["FunctionDef", ["name", ["str", "'f'"]],
+                             ["args", ["arguments", ["args", [["arg", ["arg", ["str", "'x'"]],
+                                                               ["annotation", ["Name", ["id", ["str", "'int'"]],
+                                                                               ["ctx", ["Load"]]]]]]],
+                                       ["defaults", [["Constant", ["value", ["int", "1"]]]]]]],
+                             ["body", [["Return", ["value", ["Name", ["id", ["str", "'x'"]], ["ctx", ["Load"]]]]]]]]]]]
+    assert hw3_helpers.tree_shape(ast.parse("def f(x: int = (\n  1)):\n    return (x)")) == hw3_helpers.tree_shape(
+        tree)
+
+
+def test_runs_recorded_without_a_fingerprint_are_stale():
+    summary = study.summarize([committed_record(run_id) for run_id in STAMPED])
+    summary = json.loads(json.dumps(summary))
+    for config in summary["configs"]:
+        config.pop("training_fingerprints")  # a summary written before runs recorded their code
+    assert len(hw3_helpers.stale_runs(summary, fingerprint_of(NOTEBOOK))) == 3
+
+
+def test_the_plan_prints_without_training(capsys, monkeypatch):
+    monkeypatch.setattr(study, "execute", must_not_train)
+    assert study.main(["--plan"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("study plan for the notebook's training code ") and f"{len(study.plan())} " in printed
+
+
+def test_a_run_reproduced_exactly_stamps_the_runs_and_one_that_differs_does_not(tmp_path, monkeypatch):
+    import torch
+
+    notebook, out, runs = stamped_study(tmp_path)
+    edit_notebook(notebook, CHANGES["training TODO"])
+    now = fingerprint_of(notebook)
+    threads = torch.get_num_threads()
+
+    def execute(run, device="cpu", notebook=NOTEBOOK):  # what a reproduction records, without training
+        return {**committed_record(run.run_id), "train_seconds": 1.0, "training_fingerprint": fingerprint_of(notebook)}
+
+    monkeypatch.setattr(study, "execute", execute)
+    try:
+        assert study.reproduce(STAMPED[0], out, notebook)["differences"] == {}
+        monkeypatch.setattr(study, "execute", lambda *args: {**execute(*args), "test_accuracy": 0.5})
+        assert set(study.reproduce(STAMPED[0], out, notebook)["differences"]) == {"test_accuracy"}
+    finally:
+        torch.set_num_threads(threads)
+    assert study.plan_status(runs, out, notebook)["stale"] == list(STAMPED)
+    summary = study.stamp(now, runs, out)
+    assert study.plan_status(runs, out, notebook)["reused"] == list(STAMPED)
+    assert hw3_helpers.stale_runs(summary, now) == []
+    for run_id in STAMPED:  # nothing but the fingerprint changed
+        record = json.loads((out / "runs" / f"{run_id}.json").read_text(encoding="utf-8"))
+        assert record == {**committed_record(run_id), "training_fingerprint": now}
+
+
+def test_the_committed_study_was_trained_by_the_committed_notebook_s_code():
+    """Every committed run records the training fingerprint of homework3.ipynb as it is: after a change to the code
+    that a run trains with, `make study` runs them again (or `python -m hw3tools.study --stamp-if-reproduced RUN_ID`
+    shows that the change moves no recorded number)."""
+    summary = json.loads((ROOT / "study" / "summary.json").read_text(encoding="utf-8"))
+    assert hw3_helpers.stale_runs(summary, fingerprint_of(NOTEBOOK)) == []
+    assert study.plan_status(study.plan())["reused"] == [run.run_id for run in study.plan()]

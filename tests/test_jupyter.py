@@ -1,0 +1,105 @@
+"""A student in plain Jupyter: Run All, save, then `make zip` (`python -m hw3tools zip`). The notebook as Jupyter saved
+it is the run: it is zipped as it is, with nothing executed again, no .venv built and no torch imported."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import nbformat
+import pytest
+
+import hw3_helpers
+from hw3tools import notebook as hw3
+
+pytestmark = pytest.mark.e2e
+
+ORIGINAL = "Dividing the logits by t sharpens the distribution for t < 1 and flattens it for t > 1."
+REWORDED = "Dividing the logits by t makes the distribution sharper for t < 1 and flatter for t > 1."
+NO_TORCH = ("import runpy, sys; sys.modules['torch'] = sys.modules['numpy'] = None; sys.argv = ['hw3tools', 'zip']; "
+            "runpy.run_module('hw3tools', run_name='__main__')")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A copy of the repository's student files whose notebook, with a reworded report sentence, was executed in
+    place as Jupyter's Run All and save leave it (`jupyter nbconvert --execute --inplace`)."""
+    folder = tmp_path_factory.mktemp("jupyter")
+    nb = nbformat.read(hw3.NOTEBOOK, as_version=4)
+    temperature = next(c for c in nb.cells if "**Temperature.**" in c.source)
+    pattern = r"\s+".join(map(re.escape, ORIGINAL.split()))  # however the cell's lines are broken
+    temperature.source, found = re.subn(pattern, REWORDED, temperature.source)
+    assert found == 1
+    nbformat.write(nb, folder / "homework3.ipynb")
+    shutil.copy(hw3.ROOT / "hw3_helpers.py", folder)
+    shutil.copytree(hw3.ROOT / "study", folder / "study")
+    shutil.copytree(hw3.ROOT / "hw3tools", folder / "hw3tools", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--inplace",
+                    "--ExecutePreprocessor.timeout=900", "homework3.ipynb"], cwd=folder, check=True,
+                   capture_output=True)
+    return folder
+
+
+def zip_with_no_torch(folder):
+    return subprocess.run([sys.executable, "-c", NO_TORCH], cwd=folder, capture_output=True, text=True,
+                          encoding="utf-8", env={**os.environ, "PYTHONPATH": str(folder)})
+
+
+def test_a_run_saved_from_jupyter_is_zipped_as_it_is_with_no_torch_and_no_venv(saved, tmp_path):
+    folder = tmp_path / "student"
+    shutil.copytree(saved, folder)
+    before = (folder / "homework3.ipynb").read_bytes()
+    done = zip_with_no_torch(folder)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the run: homework3.ipynb (saved from Jupyter)" in done.stdout
+    assert "TODO  a link to the Colab version" in done.stdout and "FAIL" not in done.stdout
+    assert (folder / "homework3.ipynb").read_bytes() == before and not (folder / ".venv").exists()
+    assert not (folder / "build" / "homework3.ipynb").exists(), "nothing was run again"
+    with zipfile.ZipFile(folder / "build" / "hw3_submission.zip") as archive:
+        report = archive.read("report.md").decode("utf-8")
+        assert REWORDED in " ".join(report.split())
+        assert REWORDED in " ".join(archive.read("homework3.ipynb").decode("utf-8").split())
+        assert archive.read("metrics.json") == (folder / "build" / "metrics.json").read_bytes()
+    assert (folder / "report.md").read_text(encoding="utf-8") == report
+
+
+def test_a_notebook_saved_half_run_is_refused_and_the_rule_named(saved, tmp_path):
+    folder = tmp_path / "student"
+    shutil.copytree(saved, folder)
+    nb = nbformat.read(folder / "homework3.ipynb", as_version=4)
+    training = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "num_epochs=8" in c.source)
+    for cell in nb.cells[training + 1:]:
+        if cell.cell_type == "code":
+            cell.execution_count, cell.outputs = None, []
+    nbformat.write(nb, folder / "homework3.ipynb")
+    done = zip_with_no_torch(folder)
+    assert done.returncode == 1
+    assert "FAIL  execution counts run 1..N in order" in done.stdout and "no zip written" in done.stdout
+    assert not (folder / "build" / "hw3_submission.zip").exists()
+
+
+def test_a_saved_run_beside_a_build_of_another_run_zips_one_runs_files_and_says_which(saved, tmp_path):
+    folder = tmp_path / "student"
+    shutil.copytree(saved, folder)
+    other = hw3_helpers.read_notebook(folder / "homework3.ipynb")  # an earlier `make run`: another stamp
+    for cell in other["cells"]:
+        for output in cell.get("outputs", []):
+            if "run stamp" in output.get("text", ""):
+                output["text"] = "wrote build/metrics.json, run stamp 000000000000\n"
+    other["metadata"][hw3_helpers.RUN_KEY] = hw3_helpers.run_stamp_metadata(other)
+    (folder / "build" / "homework3.ipynb").write_text(json.dumps(other), encoding="utf-8")
+    os.utime(folder / "build" / "homework3.ipynb", (1e9, 1e9))  # older than the saved run
+    done = zip_with_no_torch(folder)
+    assert done.returncode == 0, done.stdout
+    assert ("the run: homework3.ipynb (saved from Jupyter); newer than build/homework3.ipynb (`make run`), "
+            "which is left out") in done.stdout
+    with zipfile.ZipFile(folder / "build" / "hw3_submission.zip") as archive:
+        assert archive.read("homework3.ipynb") == hw3_helpers.notebook_json(
+            hw3_helpers.read_notebook(folder / "homework3.ipynb")).encode("utf-8")
+    os.utime(folder / "build" / "homework3.ipynb")  # now the other run is the newer: its files do not match
+    (folder / "build" / "hw3_submission.zip").unlink()
+    done = zip_with_no_torch(folder)
+    assert done.returncode == 1 and "FAIL  the notebook, its metrics and its figures come from one run" in done.stdout
+    assert not (folder / "build" / "hw3_submission.zip").exists()

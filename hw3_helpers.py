@@ -1022,8 +1022,9 @@ def as_notebook(data: dict) -> dict:
         for output in cell.get("outputs", []):
             if "text" in output:
                 output["text"] = _text(output["text"])
-            output["data"] = {mime: _text(value) if isinstance(value, (list, str)) else value
-                              for mime, value in output.get("data", {}).items()}
+            if "data" in output:  # only where nbformat has it: a stream output with "data" is invalid
+                output["data"] = {mime: _text(value) if isinstance(value, (list, str)) else value
+                                  for mime, value in output["data"].items()}
     return nb
 
 
@@ -1377,6 +1378,11 @@ WRAP_CODE_STYLE = """<style>
 @media print, screen and (max-width: 760px) {
   .jp-InputArea-editor .highlight pre, .jp-OutputArea-output pre {
     white-space: pre-wrap; overflow-wrap: anywhere; overflow-x: visible;
+  }
+  .jp-OutputArea-output { display: block; overflow: visible; }  /* tables: no scroll bar, cut off on paper */
+  .jp-RenderedHTMLCommon table { width: 100%; font-size: 75%; }
+  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th {
+    white-space: normal; padding: 2px 5px;
   }
 }
 </style>

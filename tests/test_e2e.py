@@ -252,6 +252,7 @@ def test_in_colab_the_last_cell_downloads_the_zip_that_make_zip_builds_checked_b
         assert sorted(archive.namelist()) == sorted(members)
         report = archive.read("report.md").decode("utf-8")
         zipped = hw3_helpers.as_notebook(json.loads(archive.read("homework3.ipynb")))
+        nbformat.validate(nbformat.reads(archive.read("homework3.ipynb").decode("utf-8"), as_version=4))
         assert archive.read("metrics.json") == (run["out"] / "build" / "metrics.json").read_bytes()
     assert report == (run["out"] / "report.md").read_text(encoding="utf-8") and ADDED_SENTENCE in report
     executed = hw3_helpers.read_notebook(run["executed"])
@@ -290,6 +291,7 @@ def test_a_link_pasted_after_make_run_is_checked_and_zipped_with_no_new_run(run,
     unzipped = tmp_path / "unzipped"
     with zipfile.ZipFile(out / "build" / "hw3_submission.zip") as archive:
         archive.extractall(unzipped)
+    nbformat.validate(nbformat.read(unzipped / "homework3.ipynb", as_version=4))  # opens in Jupyter as it is
     zipped = hw3_helpers.read_notebook(unzipped / "homework3.ipynb")
     assert hw3_helpers.colab_link(zipped) == LINK and not hw3_helpers.edited_after_run(zipped)
     results = hw3_helpers.check_submission(zipped, (unzipped / "metrics.json").read_bytes(), unzipped,

@@ -61,6 +61,7 @@ def test_a_run_saved_from_jupyter_is_zipped_as_it_is_with_no_torch_and_no_venv(s
         report = archive.read("report.md").decode("utf-8")
         assert REWORDED in " ".join(report.split())
         assert REWORDED in " ".join(archive.read("homework3.ipynb").decode("utf-8").split())
+        nbformat.validate(nbformat.reads(archive.read("homework3.ipynb").decode("utf-8"), as_version=4))
         assert archive.read("metrics.json") == (folder / "build" / "metrics.json").read_bytes()
     assert (folder / "report.md").read_text(encoding="utf-8") == report
 

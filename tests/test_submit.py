@@ -66,6 +66,7 @@ def test_in_colab_a_notebook_that_breaks_a_rule_is_not_zipped_and_the_rule_is_na
     assert "FAIL  [do not modify] cells, embedded tests and given code intact" in said
     assert "no zip written" in said and colab_standin.downloads(tmp_path) == []
     frontend = json.loads((tmp_path / "frontend.ipynb").read_text(encoding="utf-8"))
+    nbformat.validate(nbformat.from_dict(json.loads(hw3_helpers.notebook_json(hw3_helpers.as_notebook(frontend)))))
     assert isinstance(frontend["cells"][0]["source"], list) and "colab" in frontend["metadata"]
     assert frontend["cells"][-1]["outputs"] == [], "the stand-in must hand over the notebook as the cell starts"
 

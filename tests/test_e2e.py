@@ -182,8 +182,8 @@ CHECK_BREAKERS = {  # rubric rule -> how to break only that rule in a copy of th
     "[do not modify] cells, embedded tests and given code intact":
         lambda nb, out: setattr(next(c for c in nb.cells if c.source.startswith("#[do not modify]")), "source",
                                 "#[do not modify]\nimport torch"),
-    "no error output in any cell":
-        lambda nb, out: [c for c in nb.cells if c.cell_type == "code"][-1].outputs.append(
+    "no error output in any cell":  # the last cell before the Moodle zip's, which the rules do not judge
+        lambda nb, out: [c for c in nb.cells if c.cell_type == "code"][-2].outputs.append(
             nbformat.v4.new_output("error", ename="E", evalue="x", traceback=[])),
     "execution counts run 1..N in order":
         lambda nb, out: setattr(next(c for c in nb.cells if c.cell_type == "code"), "execution_count", 7),
@@ -201,7 +201,8 @@ CHECK_BREAKERS = {  # rubric rule -> how to break only that rule in a copy of th
     "report has its five required elements":
         lambda nb, out: [o["data"].__setitem__("text/markdown", re.sub("(?i)temperature", "heat",
                                                                        o["data"]["text/markdown"]))
-                         for c in hw3.report_cells(nb) for o in c.get("outputs", []) if "data" in o],
+                         for c in hw3.report_cells(nb) for o in c.get("outputs", [])
+                         if "text/markdown" in o.get("data", {})],
     "every claim of the report holds for this run (as the notebook shows under the report)":
         lambda nb, out: set_metric(out, "report_claims", {"Greedy stays on the rule more often": "does not hold"}),
     "report.md is the executed notebook's report":

@@ -1385,6 +1385,9 @@ WRAP_CODE_STYLE = """<style>
     white-space: normal; padding: 2px 5px;
   }
 }
+@media print {  /* a line of 88 characters, our code's limit, fits a Letter page's width */
+  .jp-InputArea-editor .cm-editor.cm-s-jupyter .highlight pre { font-size: 82%; }
+}
 </style>
 """
 

@@ -1357,9 +1357,10 @@ def check_submission(nb, metrics_bytes: bytes | None, root: Path, report_md: str
          "no report_claims in the metrics" if claims is None else "\n      ".join(broken) or f"{len(claims)} claims")
     rule("report.md is the executed notebook's report", report_md is None or report_md == report,
          "written from the notebook" if report_md is None else "")
-    absent = [image for image in notebook_images(nb) if not (root / image).is_file()]
+    images = notebook_images(nb)
+    absent = [image for image in images if not (root / image).is_file()]
     rule("every image the notebook links exists", not absent,
-         f"missing: {absent}" if absent else f"{len(notebook_images(nb))} images")
+         f"missing: {absent}" if absent else f"{len(images)} images")
     link = colab_link(nb)
     rule("a link to the Colab version near the top (deliverable)", link is not None,
          link or "empty: share the notebook from Colab and paste the link into the cell under the title",

@@ -1,6 +1,8 @@
 """Companion module of homework3.ipynb: the check under its report, the analysis of its appendix, *Beyond the
 assignment*, and the submission: the rubric and the Moodle zip, which `make check`, `make zip` and the notebook's last
-cell (in Colab) share.
+cell (in Colab) share. The rubric holds the notebook's code to the kernel's own record of what it ran
+(`kernel_record`, which `write_metrics` keeps in metrics.json), so a cell edited after the run is never zipped with
+another code's outputs.
 
 The graded path (everything up to the end of the report) never imports it, so the homework runs without it. It ships
 in the submission zip beside the notebook; the rest of the tooling behind `make` (run, study, record) lives in the
@@ -11,13 +13,17 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import math
 import os
 import random
 import re
 import tempfile
 import types
 import zipfile
+from datetime import UTC, datetime
+from itertools import zip_longest
 from pathlib import Path
+from urllib.parse import unquote
 
 try:  # the analysis needs both; the submission section at the end needs neither (`make check` reads JSON only)
     import numpy as np
@@ -557,7 +563,7 @@ def plot_study_levers(summary: dict):
             label = f"{config['name']}: {format_spread(config['test_accuracy'])}"
             line, = ax.plot(steps, mean, "o-", ms=2.5, label=label)
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        ax.axhline(ceiling, ls="--", color="black", label=f"Bayes ceiling {ceiling:.3f}")
+        ax.axhline(ceiling, ls="--", color="black", label=f"Bayes ceiling {ceiling:.3f} (study's test sets)")
         ax.set(title=f"lever: {lever}", xlabel="training steps (batches of 128)", xscale="log", ylim=(0.6, 0.9),
                ylabel="test accuracy, mean ± s.d.")
         low, high = ax.get_xlim()  # plain numbers at 1-2-5 steps, not 2×10^2 3×10^2 running together
@@ -792,7 +798,7 @@ REPORT_CLAIMS = {
         for p in (0.9, 1.0) for a, b in ((0.5, 1.0), (1.0, 1.5), (1.5, 2.0))),
     "A small nucleus protects against high temperature":
         lambda n: all(n.rule_consistent[t, 0.5] > n.rule_consistent[t, 1.0] + 0.1 for t in (1.5, 2.0)),
-    "climbs steeply over the next few positions and stays flat from about position 10 on": _flat_from_10,
+    "climbs steeply and stays flat from about position 10 on": _flat_from_10,
     "the flat part lies close to that": lambda n: 0.87 < float(np.mean(n.per_token_acc[10:])) < 0.925,
 }
 
@@ -835,21 +841,49 @@ def output_dir() -> Path:
     return Path(os.environ.get(OUTPUT_ENV, "."))
 
 
+_FIGURES_SAVED: set[str] = set()  # the names save_figure wrote in this kernel
+
+
 def save_figure(fig, name: str) -> Path:
     """Save a figure as figures/<name> with the same bytes every run (no software or date stamp)."""
     path = output_dir() / "figures" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    _FIGURES_SAVED.add(name)
     return path
+
+
+def kernel_record() -> dict[str, str] | None:
+    """What this kernel has executed since it started, as IPython keeps it: each cell's source as it ran, by its
+    execution count ("1", "2", ...). None outside IPython, where there are no cells."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    history = getattr(getattr(get_ipython(), "history_manager", None), "input_hist_raw", None)
+    if history is None:
+        return None
+    return {str(count): source for count, source in enumerate(history) if count > 0}
+
+
+def figures_written(ran: dict[str, str] | None) -> set[str]:
+    """The figures this run wrote: those save_figure saved, and every .png name in the code the kernel ran (the
+    graded cells save theirs with savefig). Any other picture is the student's own."""
+    return set(_FIGURES_SAVED) | set(re.findall(r"[\w.-]+\.png", "\n".join((ran or {}).values())))
 
 
 def write_metrics(metrics: dict) -> str:
     """The run's numbers as build/metrics.json, for `make check` and the tests, with the fingerprint of every
-    figure in figures/ as the run leaves it. Returns the file's run stamp (the start of its sha256): printed in the
-    notebook, it ties the notebook, these numbers and those figures to one run."""
+    figure this run wrote into figures/, the record of what the kernel ran (`kernel_ran`, the proof the rubric
+    holds the notebook's code to) and the time it was written (the zip's entries carry it). Returns the file's run
+    stamp (the start of its sha256): printed in the notebook, it ties the notebook, these numbers and those figures
+    to one run."""
     root = output_dir()
-    figures = sorted((root / "figures").glob("*.png"))
-    metrics = {**metrics, "figures": {f"figures/{path.name}": file_digest(path.read_bytes()) for path in figures}}
+    ran = kernel_record()
+    written = figures_written(ran)
+    figures = sorted(path for path in (root / "figures").glob("*.png") if path.name in written)
+    metrics = {**metrics, "figures": {f"figures/{path.name}": file_digest(path.read_bytes()) for path in figures},
+               KERNEL_RAN: ran, "written_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     path = root / "build" / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -888,6 +922,9 @@ PROMPTS = {"input", "getpass", "upload", "breakpoint", "set_trace"}  # calls tha
 IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
 RUN_STAMP = re.compile(r"run stamp ([0-9a-f]{12})")  # printed by the appendix's last cell, from metrics.json
 RUN_KEY = "hw3_run"  # notebook metadata of a `make run` notebook: the sources it ran
+KERNEL_RAN = "kernel_ran"  # in metrics.json: what the kernel executed, by execution count (kernel_record)
+RERUN = "Restart and Run All, save, zip again"  # the fix for a run that is not the notebook's; each route says its own
+COLAB_RERUN = "Runtime > Restart session and run all (this cell runs last and zips)"
 PASS, FAIL, TODO = "PASS", "FAIL", "TODO"  # TODO: a deliverable still open that does not block the zip
 
 # Every handed-out cell in order, as (fingerprint, first line): the sha256 of the cell's type and its significant
@@ -1142,15 +1179,24 @@ def first_difference(a, b) -> int | None:
     return None if len(a["cells"]) == len(b["cells"]) else len(pairs) + 1
 
 
-def with_link_of(nb, source) -> dict:
-    """A copy of `nb` whose Colab link cell says what the link cell of `source` says (nb unchanged if either has
-    none): the link is pasted into homework3.ipynb after the run, and the zip's notebook must show it."""
-    link = next((cell for cell in source["cells"] if is_link_cell(cell)), None)
-    copy = json.loads(json.dumps(nb))
-    target = next((cell for cell in copy["cells"] if is_link_cell(cell)), None)
-    if link is not None and target is not None:
-        target["source"] = link["source"]
-    return copy
+def with_outputs_of(source, executed) -> dict:
+    """The student's notebook as it is now (`source`: homework3.ipynb, its markdown and link cells included) with
+    the execution counts and outputs of `make run`'s executed copy, code cell by code cell in order. The rubric then
+    holds each code cell to what the kernel ran, so an edit to a markdown cell or the link needs no new run, and an
+    edit to code is caught."""
+    result = json.loads(json.dumps(executed))
+    result.get("metadata", {}).pop(RUN_KEY, None)  # the stamp is of build/'s copy, not of this merge
+    ran = iter([cell for cell in result["cells"] if cell["cell_type"] == "code"])
+    cells = []
+    for cell in json.loads(json.dumps(source["cells"])):
+        if cell["cell_type"] == "code":
+            done = next(ran, None)
+            cell["execution_count"] = done.get("execution_count") if done else None
+            cell["outputs"] = done.get("outputs", []) if done else []
+            cell["metadata"] = done.get("metadata", {}) if done else cell.get("metadata", {})
+        cells.append(cell)
+    result["cells"] = cells
+    return result
 
 
 def colab_link(nb) -> str | None:
@@ -1200,15 +1246,45 @@ def report_text(nb) -> str:
     return "\n\n".join(part for part in parts if part) + "\n"
 
 
-def linked_images(markdown: str) -> list[str]:
+IMAGE_TAG = re.compile(r"""<img\b[^>]*?\bsrc\s*=\s*["']([^"']+)["']""", re.IGNORECASE)  # HTML in markdown
+SCHEME = re.compile(r"^[a-z][a-z0-9+.-]+:", re.IGNORECASE)  # http:, https:, data:, attachment: (not C:)
 
-    return IMAGE_LINK.findall(markdown)
+
+def linked_images(markdown: str) -> list[str]:
+    """Every image a markdown text links, as written: `![...](target)` and `<img src="target">`."""
+    return IMAGE_LINK.findall(markdown) + IMAGE_TAG.findall(markdown)
+
+
+def image_path(link: str) -> tuple[str | None, str | None]:
+    """Where a linked image lies: (its path inside the notebook's folder, None); (None, None) for a web image or
+    one stored in the notebook (http:, data:, attachment:), which stays a link; or (None, why it is refused) for a
+    path that leaves the folder (absolute, or through ..), which is never read."""
+    target = unquote(link.strip().strip("<>"))
+    absolute = target.startswith(("/", "\\")) or re.match(r"^[a-zA-Z]:[\\/]", target)
+    if not absolute and SCHEME.match(target):
+        return None, None
+    parts = [part for part in target.replace("\\", "/").split("/") if part not in ("", ".")]
+    if absolute or ".." in parts:
+        name = parts[-1] if parts else "picture.png"
+        return None, (f"{link} lies outside the notebook's folder: copy the picture beside the notebook (into "
+                      f"figures/, say) and link it by a relative path, such as figures/{name}")
+    return "/".join(parts), None
+
+
+def _linked_in(nb) -> list[str]:
+    markdown = "\n".join(c["source"] for c in nb["cells"] if c["cell_type"] == "markdown") + report_text(nb)
+    return linked_images(markdown)
 
 
 def notebook_images(nb) -> list[str]:
-    """Every image the notebook links: in its markdown cells and in the report its cells display."""
-    markdown = "\n".join(c["source"] for c in nb["cells"] if c["cell_type"] == "markdown") + report_text(nb)
-    return sorted(set(linked_images(markdown)))
+    """Every picture the notebook links from its own folder (in its markdown cells and in the report its cells
+    display), as a relative path: what the zip carries beside it."""
+    return sorted({path for path, _ in map(image_path, _linked_in(nb)) if path})
+
+
+def images_outside(nb) -> list[str]:
+    """Why each image linked from outside the notebook's folder is refused."""
+    return sorted({problem for _, problem in map(image_path, _linked_in(nb)) if problem})
 
 
 def words(text: str) -> int:
@@ -1277,10 +1353,70 @@ def file_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def cell_title(cell) -> str:
+    """What a cell is called in a message: its `#@title`, or else its first line that says what it does (markers,
+    decorators, guards and blank lines skipped), cut to 60 characters."""
+    lines = [line.strip() for line in cell["source"].splitlines() if line.strip()]
+    if lines and lines[0].startswith("#@title"):
+        return lines[0][len("#@title"):].strip()
+    first = next((line for line in lines if not line.startswith(("#####", "#[do not modify]", "@", "if hw3 is not None",
+                                                                  "try:"))),
+                 lines[0] if lines else "(empty)")
+    return first if len(first) <= 60 else first[:57] + "..."
+
+
+def _code_lines(source: str) -> list[str]:
+    return [line.rstrip() for line in source.replace("\r\n", "\n").rstrip().splitlines()]
+
+
+def first_changed_line(now: str, ran: str) -> str:
+    """The first line of a cell's source as it reads now that is not the line the kernel ran there."""
+    for line_now, line_ran in zip_longest(_code_lines(now), _code_lines(ran)):
+        if line_now != line_ran:
+            line = line_now if line_now is not None else line_ran
+            shown = repr(line.strip() if len(line.strip()) <= 100 else line.strip()[:97] + "...")
+            return shown if line_now is not None else f"{shown} was removed"
+    return "none"
+
+
+NO_RECORD = ("there is no record of what the kernel ran (build/metrics.json is missing or was written by an older "
+             "hw3_helpers.py): with hw3_helpers.py beside the notebook, {rerun}")
+
+
+def code_not_as_ran(nb, ran: dict[str, str] | None, rerun: str = RERUN) -> str | None:
+    """Why the notebook's code is not what its kernel ran in one pass from a fresh kernel, or None. `ran` is the
+    kernel's record (kernel_record, or the copy in metrics.json). Each code cell up to the export cell, empty ones
+    aside (a frontend does not send them), must show execution count 1, 2, 3... in notebook order, and at that count
+    the kernel must have run exactly the source the cell shows now (white space at line ends aside). Markdown cells,
+    the Colab link among them, are not code: editing them needs no new run."""
+    if ran is None:
+        return NO_RECORD.format(rerun=rerun)
+    position = 0
+    for number, cell in enumerate(nb["cells"], start=1):
+        if cell["cell_type"] != "code" or not cell["source"].strip():
+            continue
+        if is_export_cell(cell):
+            break
+        position += 1
+        where, count = f'cell {number} "{cell_title(cell)}"', cell.get("execution_count")
+        if count is None:
+            return f"{where} never ran: {rerun}"
+        if count != position:
+            return (f"{where} has execution count {count}, where one pass from a fresh kernel gives {position}: "
+                    f"it ran again or out of order: {rerun}")
+        if str(count) not in ran:
+            return (f"{where} ran after the cell that records the run (*The run's numbers*): move it above that "
+                    f"cell, then {rerun}")
+        if _code_lines(ran[str(count)]) != _code_lines(cell["source"]):
+            return (f"{where} was changed after it ran (first changed line: "
+                    f"{first_changed_line(cell['source'], ran[str(count)])}): {rerun}")
+    return None
+
+
 def one_run_problem(nb, metrics_bytes: bytes | None, root: Path) -> str | None:
     """Why the notebook, the metrics and the figures are not one run's, or None: metrics.json must be the file
-    whose stamp the notebook printed, and each figure the notebook links the file that metrics.json fingerprinted
-    when the run wrote it (Run All in Jupyter and `make run` write the same metrics.json and figures/)."""
+    whose stamp the notebook printed, and each figure the run wrote that the notebook links must be the file that
+    metrics.json fingerprinted (a picture the run never writes is the student's own, and may change)."""
     stamp = run_stamp(nb)
     if metrics_bytes is None:
         return "no build/metrics.json: the appendix's last cell writes it (it needs hw3_helpers.py beside the notebook)"
@@ -1289,54 +1425,138 @@ def one_run_problem(nb, metrics_bytes: bytes | None, root: Path) -> str | None:
     if file_digest(metrics_bytes)[:12] != stamp:
         return (f"build/metrics.json is another run's (stamp {file_digest(metrics_bytes)[:12]}; the notebook "
                 f"printed {stamp}): run the notebook again")
-    recorded = json.loads(metrics_bytes).get("figures", {})
-    changed = [image for image in notebook_images(nb) if (root / image).is_file()
-               and recorded.get(image) != file_digest((root / image).read_bytes())]
+    changed = [image for image in run_images(nb, metrics_bytes) if (root / image).is_file()
+               and json.loads(metrics_bytes)["figures"][image] != file_digest((root / image).read_bytes())]
     if changed:
         return f"written by another run than this notebook's: {', '.join(changed)}"
     return None
 
 
+def run_images(nb, metrics_bytes: bytes | None) -> list[str]:
+    """The linked pictures that the run wrote (metrics.json fingerprints them); the others are the student's own."""
+    recorded = json.loads(metrics_bytes).get("figures", {}) if metrics_bytes else {}
+    return [image for image in notebook_images(nb) if image in recorded]
+
+
+# --- Every number the report states is one the run measured or was set to, or one of the handout.
+STATED_NUMBER = re.compile(r"(?<![\w.])(\d*\.\d+|\d+)(\s?%)?(?!\w|\.\d)")  # 0.851, .5, 85%, 85.1 % (not 2.13.0)
+VALUE_LABELS = {"final_test_accuracy": "test accuracy", "late_accuracy": "mean accuracy from position 10 on",
+                "bayes_optimal_accuracy": "Bayes-optimal accuracy"}
+
+
+def run_values(metrics: dict) -> list[tuple[str, float]]:
+    """The numbers a run measured or was set to, each with what it is: what a report may quote. The appendix's
+    long per-position series (bits, attention, probe) and its breakdowns (bits by branch) are left out: a report
+    quotes none of them, and among so many values a wrong number would too often find a match."""
+    values = []
+
+    def walk(value, label, depth=0):
+        if isinstance(value, bool):
+            return
+        if isinstance(value, (int, float)):
+            values.append((label, float(value)))
+        elif isinstance(value, str):  # a version or a device: torch 2.11, cuda:0
+            values.extend((label, float(number)) for number in re.findall(r"\d+(?:\.\d+)?", value))
+        elif isinstance(value, dict) and depth == 0:  # a headline (bits.kl_mean), not a breakdown of one
+            for key, item in value.items():
+                walk(item, f"{label} {key}".replace("_", " "), depth + 1)
+
+    series = {"per_position_accuracy": "accuracy at position {}", "bayes_per_position_accuracy":
+              "Bayes-optimal accuracy at position {}", "epoch_train_loss": "training loss, epoch {}"}
+    for key, value in metrics.items():
+        if key in (KERNEL_RAN, "figures", "written_at", "report_claims"):
+            continue
+        if key in series:
+            values += [(series[key].format(i + (key == "epoch_train_loss")), float(v)) for i, v in enumerate(value)]
+        elif key == "sampling_study":
+            values += [(f"{name.replace('_', ' ')} at {entry['setting']}", float(entry[name]))
+                       for entry in value for name in ("rule_consistent", "distinct_continuations",
+                                                       "bayes_agreement", "temperature", "top_p")
+                       if isinstance(entry.get(name), (int, float))]
+        elif not isinstance(value, list):
+            walk(value, VALUE_LABELS.get(key, key.replace("_", " ")))
+    return values
+
+
+def handout_numbers(nb) -> list[float]:
+    """The numbers of the handout that a report may repeat: every number in the notebook's handed-out cells (found
+    by their fingerprints, as Colab keeps no tags), a percentage also as a fraction (65% and 0.65), TODO bodies and
+    the embedded tests left out (their hundreds of expected values would let almost any number pass)."""
+    handed_out = {expected for expected, _ in HANDED_OUT_CELLS}
+    numbers = []
+    for cell in nb["cells"]:
+        source = strip_todo_bodies(cell["source"]) if cell["cell_type"] == "code" else cell["source"]
+        if (fingerprint([cell["cell_type"], *significant_lines(source)]) in handed_out
+                and not source.lstrip().startswith("##### TESTS START")):
+            for number, percent in re.findall(r"(?<![\w.])(\d*\.\d+|\d+)(\s?%)?", source):
+                numbers += [float(number)] + ([float(number) / 100] if percent else [])
+    return numbers
+
+
+def stated_numbers(text: str) -> list[str]:
+    """The decimals and percentages a text states, as written ("0.851", "85%"), links and addresses left out."""
+    text = re.sub(r"\]\([^)]*\)|<[^>]*>|https?://\S+", " ", text)
+    return [number + ("%" if percent else "") for number, percent in STATED_NUMBER.findall(text)
+            if "." in number or percent]
+
+
+def _as_written(value: float, written: str) -> bool:
+    digits = written.rstrip("%").strip()
+    places = len(digits.split(".")[1]) if "." in digits else 0
+    candidates = (value * 100, value) if written.endswith("%") else (value,)
+    return any(f"{abs(c):.{places}f}" == f"{float(digits):.{places}f}" for c in candidates)
+
+
+def unsupported_numbers(text: str, metrics: dict, handout: list[float]) -> list[str]:
+    """Each number the text states that is neither one of this run's values nor one of the handout's at the
+    precision written, with the closest of the run's values: a typo, or a number from an older run."""
+    values = run_values(metrics)
+    problems = []
+    for written in dict.fromkeys(stated_numbers(text)):
+        if any(_as_written(value, written) for value in [v for _, v in values] + handout):
+            continue
+        target = float(written.rstrip("%")) / (100 if written.endswith("%") else 1)
+        label, closest = min(values, key=lambda item: abs(item[1] - target), default=("none", math.nan))
+        accuracy = metrics.get("final_test_accuracy")
+        also = f"; its test accuracy is {accuracy:.3f}" if label != "test accuracy" and accuracy is not None else ""
+        problems.append(f'"{written}": not a number of this run or of the handout (closest: {label}, '
+                        f'{closest:.4g}{also})')
+    return problems
+
+
 def check_submission(nb, metrics_bytes: bytes | None, root: Path, report_md: str | None = None,
-                     source=None, min_accuracy: float = 0.80) -> list[tuple[str, str, str]]:
+                     ran: dict[str, str] | None = None, rerun: str = RERUN,
+                     min_accuracy: float = 0.80) -> list[tuple[str, str, str]]:
     """The rubric, rule by rule, for an executed notebook: a list of (rule, PASS | FAIL | TODO, detail).
 
-    `metrics_bytes` is the run's build/metrics.json, `root` the folder of its figures/. `report_md` is the
-    report.md to be submitted, if one was written apart from the notebook (`make run` writes one); None when the
-    zip writes it from the notebook. With `source` (homework3.ipynb, for a `make run` notebook), the run must be
-    of that notebook as it is now, its Colab link cell aside."""
+    `metrics_bytes` is the run's build/metrics.json, `root` the folder of the notebook and its figures/. `report_md`
+    is a report.md written apart from the notebook that must be its report (`make run` writes one), None when the
+    zip writes it from the notebook. `ran` is the kernel's own record of what it executed, where the kernel is still
+    there (the Colab cell); otherwise the record in metrics.json is used. `rerun` is the route's way to run again."""
     root = Path(root)
     results = []
 
     def rule(name, passed, detail="", status_if_not=FAIL):
         results.append((name, PASS if passed else status_if_not, detail))
 
-    if source is not None:
-        differs = first_difference(source, nb)
-        rule("the run is of homework3.ipynb as it is now", differs is None,
-             f"cell {differs} changed since the run: run it again (`make run`)" if differs else "")
-    else:
-        rule("the run is of homework3.ipynb as it is now", True, "the notebook holds its own run")
+    metrics = json.loads(metrics_bytes) if metrics_bytes else {}
+    code = judged_code_cells(nb)
+    not_as_ran = code_not_as_ran(nb, ran if ran is not None else metrics.get(KERNEL_RAN), rerun)
+    rule("the code is what the kernel ran: every code cell once, in order, from a fresh kernel", not_as_ran is None,
+         not_as_ran or f"{len([c for c in code if c['source'].strip()])} code cells")
     intact, detail = handed_out_intact(nb)
     rule("[do not modify] cells, embedded tests and given code intact", intact, detail)
-    code = judged_code_cells(nb)
     errors = [i for i, c in enumerate(code, 1) for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    rule("no error output in any cell", not errors, f"errors in cells {errors}" if errors else "")
-    counts = [c.get("execution_count") for c in code]
-    wrong = next((i for i, count in enumerate(counts, 1) if count != i), None)
-    rule("execution counts run 1..N in order", wrong is None,
-         f"{len(code)} code cells" if wrong is None else
-         f"code cell {wrong} has count {counts[wrong - 1]}: restart the kernel and run all")
-    ran = [f"{name}()" for name in EMBEDDED_TESTS
-           if any(f"\n{name}()" in c["source"] and c.get("execution_count")
-                  and not any(o.get("output_type") == "error" for o in c.get("outputs", [])) for c in code)]
-    rule("all five embedded tests ran and passed", len(ran) == 5, f"{len(ran)}/5")
+    rule("no error output in any cell", not errors, f"errors in code cells {errors}" if errors else "")
+    passed = [f"{name}()" for name in EMBEDDED_TESTS
+              if any(f"\n{name}()" in c["source"] and c.get("execution_count")
+                     and not any(o.get("output_type") == "error" for o in c.get("outputs", [])) for c in code)]
+    rule("all five embedded tests ran and passed", len(passed) == 5, f"{len(passed)}/5")
     prompts = [f"code cell {i}: {', '.join(found)}" for i, c in enumerate(code, 1)
                if (found := prompts_in(c["source"]))]
     rule("no cell waits for input (Run All goes start to end)", not prompts, "; ".join(prompts))
     problem = one_run_problem(nb, metrics_bytes, root)
     rule("the notebook, its metrics and its figures come from one run", problem is None, problem or "")
-    metrics = json.loads(metrics_bytes) if metrics_bytes else {}
     accuracy = metrics.get("final_test_accuracy", 0.0)
     rule("test accuracy >= 0.65 (assignment)", accuracy >= 0.65, f"{accuracy:.4f}")
     rule(f"test accuracy >= {min_accuracy:.2f} (ours)", accuracy >= min_accuracy, f"{accuracy:.4f}")
@@ -1355,12 +1575,20 @@ def check_submission(nb, metrics_bytes: bytes | None, root: Path, report_md: str
     rule("every claim of the report holds for this run (as the notebook shows under the report)",
          claims is not None and not broken,
          "no report_claims in the metrics" if claims is None else "\n      ".join(broken) or f"{len(claims)} claims")
+    unsupported = unsupported_numbers(report, metrics, handout_numbers(nb)) if metrics else None
+    rule("every number in the report is one of this run's or of the handout", unsupported == [],
+         "no metrics to compare with" if unsupported is None else
+         "\n      ".join(unsupported) or f"{len(stated_numbers(report))} numbers")
     rule("report.md is the executed notebook's report", report_md is None or report_md == report,
-         "written from the notebook" if report_md is None else "")
-    images = notebook_images(nb)
+         "written from the notebook" if report_md is None else
+         "" if report_md == report else "report.md differs from the report the notebook shows: it was edited by "
+         "hand or written by another run; edits belong in the notebook's report cells")
+    images, outside = notebook_images(nb), images_outside(nb)
     absent = [image for image in images if not (root / image).is_file()]
-    rule("every image the notebook links exists", not absent,
-         f"missing: {absent}" if absent else f"{len(images)} images")
+    own = [image for image in images if image not in run_images(nb, metrics_bytes)]
+    rule("every image the notebook links lies in its folder and exists", not absent and not outside,
+         "; ".join(outside + ([f"missing: {', '.join(absent)}"] if absent else [])) or
+         f"{len(images)} images" + (f", yours: {', '.join(own)}" if own else ""))
     link = colab_link(nb)
     rule("a link to the Colab version near the top (deliverable)", link is not None,
          link or "empty: share the notebook from Colab and paste the link into the cell under the title",
@@ -1416,7 +1644,7 @@ def notebook_html(nb, images_from: Path) -> str | None:
 def submission_files(nb, metrics_bytes: bytes | None, root: Path) -> dict[str, bytes]:
     """The Moodle archive's files by name: the notebook as checked and its HTML reading copy (where nbconvert is
     installed), its report (what report.md holds), the run's metrics, this module, the committed study the appendix
-    draws, and every figure the notebook links."""
+    draws, and every picture the notebook links from its folder: the run's figures and the student's own."""
     root = Path(root)
     html = notebook_html(nb, root)
     files = {"homework3.ipynb": notebook_json(nb).encode("utf-8"),
@@ -1431,33 +1659,51 @@ def submission_files(nb, metrics_bytes: bytes | None, root: Path) -> dict[str, b
     return files
 
 
-def write_zip(files: dict[str, bytes], target: Path) -> Path:
-    """The archive, written whole or not at all; fixed time stamps, so the same files give the same zip."""
+def run_date(metrics_bytes: bytes | None) -> tuple[int, int, int, int, int, int]:
+    """When the run wrote its metrics (UTC), as a zip entry's date; 1980-01-01 where a run did not say."""
+    try:
+        written = datetime.strptime(json.loads(metrics_bytes)["written_at"], "%Y-%m-%dT%H:%M:%SZ")
+    except (TypeError, ValueError, KeyError):
+        return (1980, 1, 1, 0, 0, 0)
+    return max(written.timetuple()[:6], (1980, 1, 1, 0, 0, 0))
+
+
+def write_zip(files: dict[str, bytes], target: Path, date_time=(1980, 1, 1, 0, 0, 0)) -> Path:
+    """The archive, written whole or not at all. Every entry a plain file that unpacks readable by all (0644) and
+    dated `date_time` (the run's), so that the same run's files give the same zip; names relative, inside it."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".zip.tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in files.items():
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            if name.startswith("/") or ".." in name.split("/") or "\\" in name or ":" in name:
+                raise ValueError(f"zip entry {name!r} would unpack outside the archive's folder")
+            info = zipfile.ZipInfo(name, date_time=date_time)
             info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o100644 << 16  # a regular file, rw-r--r--
+            info.create_system = 3  # Unix, so that unzip reads those permissions
             archive.writestr(info, data)
     tmp.replace(target)
     return target
 
 
 def build_submission(nb, metrics_bytes: bytes | None, root: Path, target: Path, report_md: str | None = None,
-                     source=None) -> tuple[list, Path | None]:
+                     ran: dict[str, str] | None = None, rerun: str = RERUN) -> tuple[list, Path | None]:
     """Check a run by every rule and, unless a rule other than the link's fails, write its zip: the one builder of
-    `make zip` and of the notebook's last cell. Prints each verdict; returns them and the zip (None if refused)."""
-    results = check_submission(nb, metrics_bytes, root, report_md, source)
+    `make zip` and of the notebook's last cell. Prints each verdict; returns them and the zip (None if refused,
+    and then nothing is written: an older zip stays as it was)."""
+    results = check_submission(nb, metrics_bytes, root, report_md, ran, rerun)
     print_verdicts(results)
     failed = [name for name, status, _ in results if status == FAIL]
     if failed:
         print(f"check failed: {len(failed)} of {len(results)} rules ({'; '.join(failed)}); no zip written")
         return results, None
     files = submission_files(nb, metrics_bytes, root)
-    write_zip(files, target)
+    write_zip(files, target, run_date(metrics_bytes))
     print(f"wrote {target}: {', '.join(files)}")
+    own = [image for image in notebook_images(nb) if image not in run_images(nb, metrics_bytes)]
+    if own:
+        print(f"your own pictures in it (the run did not write them): {', '.join(own)}")
     if "homework3.html" not in files:
         print("(no HTML reading copy in it: this Python has no nbconvert; `pip install nbconvert` adds it)")
     for name, status, _ in results:
@@ -1489,7 +1735,7 @@ def submit_from_colab(timeout: float = 60.0) -> Path | None:
     root = output_dir()
     metrics = root / "build" / "metrics.json"
     _, target = build_submission(as_notebook(reply["ipynb"]), metrics.read_bytes() if metrics.is_file() else None,
-                                 root, root / "hw3_submission.zip")
+                                 root, root / "hw3_submission.zip", ran=kernel_record(), rerun=COLAB_RERUN)
     if target is not None:
         files.download(str(target))
     return target

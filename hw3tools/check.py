@@ -6,55 +6,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hw3_helpers import (  # noqa: F401 - the rubric's parts, under the names the tests use
-    COLAB_TAG,
+from hw3_helpers import (
     FAIL,
-    PASS,
+    RERUN,
     TODO,
     build_submission,
     check_submission,
-    colab_link,
     edited_after_run,
-    handed_out_intact,
-    plot_description,
     print_verdicts,
-    prompts_in,
     read_notebook,
     report_text,
-    submission_files,
-    with_link_of,
-    words,
+    with_outputs_of,
     write_atomically,
-    write_zip,
 )
 
 
 def _bytes(path: Path) -> bytes | None:
     return Path(path).read_bytes() if Path(path).is_file() else None
-
-
-def check(executed: Path, metrics_path: Path, report_path: Path, min_accuracy: float = 0.80,
-          source: Path | None = None) -> list[tuple[str, str, str]]:
-    """The rubric for a `make run` notebook beside its metrics, figures and report.md; with `source`, the run must
-    be of that notebook as it is now (its link cell aside), and the link is read from it."""
-    nb = read_notebook(executed)
-    if source is not None:
-        source_nb = read_notebook(source)
-        nb = with_link_of(nb, source_nb)
-    report = Path(report_path).read_text(encoding="utf-8") if Path(report_path).exists() else ""
-    return check_submission(nb, _bytes(metrics_path), Path(report_path).parent, report,
-                            source_nb if source is not None else None, min_accuracy)
-
-
-def make_zip(executed: Path, out_root: Path, target: Path, source: Path | None = None) -> list[str]:
-    """The Moodle archive of a run (no check: see `check`); with `source`, its notebook carries the link of
-    `source`. Returns the names of its files."""
-    nb = read_notebook(executed)
-    if source is not None:
-        nb = with_link_of(nb, read_notebook(source))
-    files = submission_files(nb, _bytes(Path(out_root) / "build" / "metrics.json"), Path(out_root))
-    write_zip(files, target)
-    return list(files)
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,26 +53,49 @@ def choose_run(root: Path) -> tuple[str, Path] | None:
     return how, path
 
 
+MAKE_RUN_AGAIN = "run `make run` again (`python -m hw3tools run`), then zip again"
+
+
+def submission(root: Path) -> dict | None:
+    """The run to check and zip, as the rubric takes it: the notebook, its metrics, the report.md that must be its
+    report (None where the zip writes it), and the route's way to run again. A `make run` notebook is taken as
+    homework3.ipynb is now (markdown and link included) with the run's outputs: its code is then held to what the
+    kernel ran. None, with the reason printed, where there is no run or `make run`'s copy was edited."""
+    chosen = choose_run(root)
+    if chosen is None:
+        return None
+    how, path = chosen
+    nb = read_notebook(path)
+    if path == root / NOTEBOOK_NAME:  # saved from Jupyter: the notebook holds its own run
+        return {"nb": nb, "metrics": _bytes(root / "build" / "metrics.json"), "report_md": None, "rerun": None}
+    if edited_after_run(nb):
+        print(f"error: {path} was edited after its run, so it is not what the run produced. Edits belong in "
+              f"{NOTEBOOK_NAME}: copy yours there, rename {path}, and run again.")
+        return None
+    merged = with_outputs_of(read_notebook(root / NOTEBOOK_NAME), nb)
+    report = root / "report.md"
+    report_md = report.read_text(encoding="utf-8") if report.is_file() else ""
+    if report_md != report_text(merged) and report_md == report_text(nb):  # a markdown edit in the report since:
+        report_md = None  # the zip writes it from the merged notebook
+    return {"nb": merged, "metrics": _bytes(root / "build" / "metrics.json"), "report_md": report_md,
+            "rerun": MAKE_RUN_AGAIN}
+
+
+def verdicts(root: Path) -> list[tuple[str, str, str]] | None:
+    """`make check`'s verdicts on the run on disk, rule by rule (None where there is no run to check)."""
+    run = submission(root)
+    if run is None:
+        return None
+    return check_submission(run["nb"], run["metrics"], root, run["report_md"], rerun=run["rerun"] or RERUN)
+
+
 def main(argv: list[str], root: Path = ROOT) -> int:
     """`make check` (the rubric, rule by rule) and `make zip` (the same, then build/hw3_submission.zip)."""
     command = argv[0]
-    chosen = choose_run(root)
-    if chosen is None:
-        return 1
-    how, path = chosen
-    nb, source, report_md = read_notebook(path), None, None
-    if path != root / NOTEBOOK_NAME:  # `make run`'s copy: a run of homework3.ipynb, beside the report.md it wrote
-        if edited_after_run(nb):
-            print(f"error: {path} was edited after its run, so it is not what the run produced. Edits belong in "
-                  f"{NOTEBOOK_NAME}: copy yours there, rename {path}, and run again.")
-            return 1
-        source = read_notebook(root / NOTEBOOK_NAME)
-        nb = with_link_of(nb, source)  # the link is pasted into homework3.ipynb after the run
-        report = root / "report.md"
-        report_md = report.read_text(encoding="utf-8") if report.is_file() else ""
-    metrics = _bytes(root / "build" / "metrics.json")
     if command == "check":
-        results = check_submission(nb, metrics, root, report_md, source)
+        results = verdicts(root)
+        if results is None:
+            return 1
         print_verdicts(results)
         failed = [name for name, status, _ in results if status == FAIL]
         todo = [name for name, status, _ in results if status == TODO]
@@ -114,12 +105,17 @@ def main(argv: list[str], root: Path = ROOT) -> int:
         print(f"check: {len(results) - len(todo)} rules pass" + (f", {len(todo)} to do: {', '.join(todo)}"
                                                                  if todo else ""))
         return 1 if todo else 0
-    _, target = build_submission(nb, metrics, root, root / "build" / "hw3_submission.zip", report_md, source)
+    run = submission(root)
+    if run is None:
+        return 1
+    _, target = build_submission(run["nb"], run["metrics"], root, root / "build" / "hw3_submission.zip",
+                                 run["report_md"], rerun=run["rerun"] or RERUN)
     if target is None:
         return 1
-    if report_md is None:  # a run saved from Jupyter: report.md, like the zip's, is its report
-        write_atomically(root / "report.md", report_text(nb))
-        print(f"wrote {root / 'report.md'} from {path.name}'s report")
+    report = root / "report.md"
+    if not report.is_file() or report.read_text(encoding="utf-8") != report_text(run["nb"]):
+        write_atomically(report, report_text(run["nb"]))  # the zip's report.md, beside the notebook
+        print(f"wrote {report} from the zipped notebook's report")
     return 0
 
 

@@ -23,6 +23,7 @@ from hw3_helpers import (  # noqa: F401 - the notebook's structure, shared with 
     RUN_KEY,
     TODO_END,
     TODO_START,
+    cell_title,
     edited_after_run,
     fingerprint,
     first_difference,
@@ -79,17 +80,8 @@ class RunFailed(RuntimeError):
     """A cell of the notebook failed or timed out; the message names it."""
 
 
-def cell_title(cell) -> str:
-    """The first line that says what a cell does: markers, decorators and blank lines skipped."""
-    lines = [line.strip() for line in cell.source.splitlines() if line.strip()]
-    first = next((line for line in lines if not line.startswith(("#####", "#[do not modify]", "@", "if hw3 is not None",
-                                                                  "try:"))),
-                 lines[0] if lines else "(empty)")
-    return first if len(first) <= 60 else first[:57] + "..."
-
-
 def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: int = 900, log=print,
-                 env: dict[str, str] | None = None, on_cell_execute=None) -> Path:
+                 env: dict[str, str] | None = None, on_cell_execute=None, then=None) -> Path:
     """Execute `source` top to bottom in a fresh kernel; write out_root/build/homework3.ipynb, HTML and report.md.
 
     The source notebook is only read. `env` adds environment variables for the kernel, such as HW3_DEVICE or
@@ -98,7 +90,8 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
     edited is never overwritten (EditedNotebook names it). On a failing or hung cell the partly executed notebook
     is kept as build/homework3.failed.ipynb and RunFailed names the cell. `on_cell_execute(nb, index)`, if given,
     is called right before each cell goes to the kernel, with the notebook as it stands then (tests use it to play
-    Colab's frontend, which hands the running notebook to the kernel).
+    Colab's frontend, which hands the running notebook to the kernel). `then(client, nb)`, if given, is called after
+    the last cell while the kernel still runs (tests use it to run a cell again alone, as a person would).
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
@@ -127,7 +120,7 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
                 log(f"[{number}/{len(code_cells)}] {cell_title(cell)} ...", end=" ", flush=True)
                 started = time.perf_counter()
                 try:
-                    client.execute_cell(cell, index, execution_count=number)
+                    client.execute_cell(cell, index)  # the count the kernel gives: what its record says
                 except (CellExecutionError, CellTimeoutError, DeadKernelError) as error:
                     log("FAILED")
                     write_atomically(build / "homework3.failed.ipynb", nbformat.writes(nb))
@@ -139,6 +132,8 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
                     cell.outputs = terminal_streams(cell.outputs)
                 cell_seconds.append(time.perf_counter() - started)
                 log(f"{cell_seconds[-1]:.1f} s")
+            if then is not None:
+                then(client, nb)
     finally:
         for name, value in previous.items():
             if value is None:

@@ -95,7 +95,7 @@ def added_code_lines(cell) -> int:
 
 def test_the_grader_reaches_the_report_through_the_handout_and_little_else(nb):
     """Up to the end of the report: a setup cell of at most 15 lines, no added code cell over 25 lines, and between
-    the per-token plot's description and the report heading at most two added code cells (the plot saved for the
+    the per-token plot's description and the report heading at most 25 lines of code in all (the plot saved for the
     report, and report())."""
     heading = next(i for i, c in enumerate(nb.cells) if c.source.startswith(hw3.REPORT_HEADING))
     appendix = next(i for i, c in enumerate(nb.cells) if c.source.startswith("## Beyond the assignment"))
@@ -105,8 +105,8 @@ def test_the_grader_reaches_the_report_through_the_handout_and_little_else(nb):
     assert max(added_code_lines(c) for c in added) <= 25
     plot = next(i for i, c in enumerate(nb.cells) if "per_token_acc = calc_per_token_acc(" in c.source)
     between = [c for c in nb.cells[plot + 2:heading] if c.cell_type == "code"]
-    assert nb.cells[plot + 1].cell_type == "markdown" and len(between) <= 2
-    assert heading < appendix and all(added_code_lines(c) <= 25 for c in between)
+    assert nb.cells[plot + 1].cell_type == "markdown" and sum(map(added_code_lines, between)) <= 25
+    assert heading < appendix
 
 
 def test_the_training_todo_holds_the_loop_and_a_short_log_only(nb):
@@ -140,7 +140,7 @@ def test_the_manifest_fingerprints_each_handed_out_cell_of_the_notebook(nb):
 
 
 def test_cells_a_student_adds_are_allowed_and_a_changed_given_cell_is_named(nb):
-    from hw3tools.check import handed_out_intact
+    from hw3_helpers import handed_out_intact
 
     student = nbformat.v4.new_markdown_cell("My own note between two given cells, not tagged.")
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))

@@ -1,5 +1,6 @@
 """A student in plain Jupyter: Run All, save, then `make zip` (`python -m hw3tools zip`). The notebook as Jupyter saved
 it is the run: it is zipped as it is, with nothing executed again, no .venv built and no torch imported."""
+import html
 import json
 import os
 import re
@@ -63,7 +64,64 @@ def test_a_run_saved_from_jupyter_is_zipped_as_it_is_with_no_torch_and_no_venv(s
         assert REWORDED in " ".join(archive.read("homework3.ipynb").decode("utf-8").split())
         nbformat.validate(nbformat.reads(archive.read("homework3.ipynb").decode("utf-8"), as_version=4))
         assert archive.read("metrics.json") == (folder / "build" / "metrics.json").read_bytes()
+        assert REWORDED in " ".join(html.unescape(archive.read("homework3.html").decode("utf-8")).split())
     assert (folder / "report.md").read_text(encoding="utf-8") == report
+
+
+PROOF = "the code is what the kernel ran: every code cell once, in order, from a fresh kernel"
+
+
+def edit_and_save(folder, find, edit):
+    """An edit in Jupyter after the run, saved and not run again."""
+    nb = nbformat.read(folder / "homework3.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if find(c))
+    cell.source = edit(cell.source)
+    nbformat.write(nb, folder / "homework3.ipynb")
+    return nb.cells.index(cell) + 1
+
+
+@pytest.mark.parametrize("where", ["a report cell", "a TODO body"])
+def test_code_edited_after_the_saved_run_is_refused_naming_the_cell_and_an_older_zip_stays(saved, tmp_path, where):
+    folder = tmp_path / "student"
+    shutil.copytree(saved, folder)
+    assert zip_with_no_torch(folder).returncode == 0
+    older = (folder / "build" / "hw3_submission.zip").read_bytes()
+    report_before = (folder / "report.md").read_bytes()
+    if where == "a report cell":
+        number = edit_and_save(folder, lambda c: "**Temperature.**" in c.source,
+                               lambda source: source.replace("sharper", "much sharper", 1))
+        title, line = "Report: temperature", "much sharper"
+    else:
+        number = edit_and_save(folder, lambda c: c.source.startswith("class SwiGLUFeedForward"),
+                               lambda source: source.replace("self.w2(", "0.5 * self.w2(", 1))
+        title, line = "class SwiGLUFeedForward(torch.nn.Module):", "0.5 * self.w2("
+    notebook = (folder / "homework3.ipynb").read_bytes()
+    done = zip_with_no_torch(folder)
+    assert done.returncode == 1 and "no zip written" in done.stdout
+    assert f'FAIL  {PROOF}  (cell {number} "{title}" was changed after it ran (first changed line:' in done.stdout
+    assert line in done.stdout and "Restart and Run All, save, zip again" in done.stdout
+    assert (folder / "build" / "hw3_submission.zip").read_bytes() == older, "the older zip is left as it was"
+    assert (folder / "homework3.ipynb").read_bytes() == notebook, "nothing the student wrote is touched"
+    assert (folder / "report.md").read_bytes() == report_before
+
+
+@pytest.mark.parametrize("where", ["a markdown cell", "the Colab link"])
+def test_a_markdown_or_link_edit_after_the_saved_run_needs_no_new_run(saved, tmp_path, where):
+    folder = tmp_path / "student"
+    shutil.copytree(saved, folder)
+    link = "https://colab.research.google.com/drive/1AbC-xyz"
+    if where == "a markdown cell":
+        edit_and_save(folder, lambda c: c.source.startswith("**What the plot shows (added).**"),
+                      lambda source: source + "\n\nA sentence of mine, added after the run.")
+    else:
+        edit_and_save(folder, hw3_helpers.is_link_cell,
+                      lambda source: f"{hw3_helpers.COLAB_LEAD} [open in Colab]({link})")
+    done = zip_with_no_torch(folder)
+    assert done.returncode == 0 and "FAIL" not in done.stdout, done.stdout
+    assert f"PASS  {PROOF}" in done.stdout
+    with zipfile.ZipFile(folder / "build" / "hw3_submission.zip") as archive:
+        zipped = archive.read("homework3.ipynb").decode("utf-8")
+        assert ("A sentence of mine" in zipped) if where == "a markdown cell" else (link in zipped)
 
 
 def test_a_notebook_saved_half_run_is_refused_and_the_rule_named(saved, tmp_path):
@@ -77,7 +135,7 @@ def test_a_notebook_saved_half_run_is_refused_and_the_rule_named(saved, tmp_path
     nbformat.write(nb, folder / "homework3.ipynb")
     done = zip_with_no_torch(folder)
     assert done.returncode == 1
-    assert "FAIL  execution counts run 1..N in order" in done.stdout and "no zip written" in done.stdout
+    assert f'FAIL  {PROOF}  (cell ' in done.stdout and "never ran" in done.stdout and "no zip written" in done.stdout
     assert not (folder / "build" / "hw3_submission.zip").exists()
 
 

@@ -133,7 +133,7 @@ BREAKERS = {  # claim -> a run that would not bear it out
     "rule-consistency falls at every step up in temperature":
         lambda n: n["rule_consistent"].update({(2.0, 1.0): 0.999}),
     "A small nucleus protects against high temperature": lambda n: n["rule_consistent"].update({(2.0, 0.5): 0.1}),
-    "climbs steeply over the next few positions and stays flat from about position 10 on":
+    "climbs steeply and stays flat from about position 10 on":
         lambda n: n["per_token_acc"].__setitem__(slice(37, 64), 0.5),
     "the flat part lies close to that": lambda n: late_positions_at(n, 0.95),
 }

@@ -76,7 +76,7 @@ def test_make_zip_and_the_export_cell_call_the_same_builder_and_rubric(tmp_path,
     assert check.check_submission is hw3_helpers.check_submission  # one rubric: `make check` prints its verdicts
     calls = []
 
-    def spy(nb, metrics, root, target, report_md=None, source=None):
+    def spy(nb, metrics, root, target, report_md=None, ran=None, rerun=None):
         calls.append(target)
         return [], None
 
@@ -102,19 +102,17 @@ def link_notebook(link_text="*(not shared yet)*"):
                                new_code_cell("x = 1")])
 
 
-def test_a_link_pasted_after_the_run_leaves_the_run_current_and_nothing_else_does():
+def test_after_make_run_the_link_and_any_markdown_need_no_new_run_and_code_does():
     ran = hw3_helpers.as_notebook(link_notebook())
-    ran["metadata"][hw3_helpers.RUN_KEY] = hw3_helpers.run_stamp_metadata(ran)
+    ran["cells"][3]["execution_count"] = 1
+    record = {"1": "x = 1"}
     source = hw3_helpers.as_notebook(link_notebook(f"[open in Colab]({LINK})"))
-    assert hw3_helpers.first_difference(source, ran) is None
-    zipped = hw3_helpers.with_link_of(ran, source)
-    assert hw3_helpers.colab_link(zipped) == LINK and not hw3_helpers.edited_after_run(zipped)
-    neighbour = json.loads(json.dumps(source))
-    neighbour["cells"][2]["source"] = "How to read (added), one word more."
-    assert hw3_helpers.first_difference(neighbour, ran) == 3
-    edited = json.loads(json.dumps(zipped))
-    edited["cells"][3]["source"] = "x = 2"
-    assert hw3_helpers.edited_after_run(edited)
+    source["cells"][2]["source"] = "How to read (added), one word more."
+    zipped = hw3_helpers.with_outputs_of(source, ran)
+    assert hw3_helpers.colab_link(zipped) == LINK and zipped["cells"][2]["source"].endswith("one word more.")
+    assert hw3_helpers.code_not_as_ran(zipped, record) is None
+    source["cells"][3]["source"] = "x = 2"
+    assert "was changed after it ran" in hw3_helpers.code_not_as_ran(hw3_helpers.with_outputs_of(source, ran), record)
 
 
 def test_the_link_cell_is_found_by_its_first_words_where_tags_are_gone():
@@ -148,13 +146,20 @@ def test_a_report_figure_is_shown_as_the_image_and_reaches_report_md_as_its_link
 
 def stamped_run(folder: Path) -> dict:
     """A notebook that printed the stamp of the metrics and figures written beside it."""
-    (folder / "figures").mkdir()
-    (folder / "figures" / "a.png").write_bytes(b"a figure")
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     cell = new_markdown_cell("![A](figures/a.png)")
     code = new_code_cell("print(...)", execution_count=1)
-    import os
     os.environ[hw3_helpers.OUTPUT_ENV] = str(folder)
     try:
+        fig, _ = plt.subplots()
+        hw3_helpers.save_figure(fig, "a.png")  # a figure this run writes
+        plt.close(fig)
         stamp = hw3_helpers.write_metrics({"final_test_accuracy": 0.85})
     finally:
         del os.environ[hw3_helpers.OUTPUT_ENV]
@@ -166,9 +171,10 @@ def test_the_notebook_its_metrics_and_its_figures_must_come_from_one_run(tmp_pat
     nb = stamped_run(tmp_path)
     metrics = tmp_path / "build" / "metrics.json"
     assert hw3_helpers.one_run_problem(nb, metrics.read_bytes(), tmp_path) is None
+    drawn = (tmp_path / "figures" / "a.png").read_bytes()
     (tmp_path / "figures" / "a.png").write_bytes(b"another run's figure")
     assert "figures/a.png" in hw3_helpers.one_run_problem(nb, metrics.read_bytes(), tmp_path)
-    (tmp_path / "figures" / "a.png").write_bytes(b"a figure")
+    (tmp_path / "figures" / "a.png").write_bytes(drawn)
     assert "another run's" in hw3_helpers.one_run_problem(nb, metrics.read_bytes() + b" ", tmp_path)
     assert "no run stamp" in hw3_helpers.one_run_problem(
         hw3_helpers.as_notebook(new_notebook(cells=[new_code_cell("x")])), metrics.read_bytes(), tmp_path)

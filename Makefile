@@ -5,10 +5,13 @@ TORCH ?=
 HW3 = $(PYTHON) -m hw3tools $(if $(TORCH),--torch $(TORCH))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test check zip lint bench study clean pins
+.PHONY: help setup run test check zip lint bench study clean pins handout
 
 help: ## list the targets
 	@$(PYTHON) -m hw3tools --help
+
+handout: ## regenerate what derives from a new handout: make handout HANDOUT=path/to/handout.ipynb
+	$(HW3) handout $(HANDOUT)
 
 setup run test check zip lint bench study clean pins:
 	$(HW3) $@

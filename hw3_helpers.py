@@ -1,12 +1,25 @@
-"""Companion module of homework3.ipynb: the check under its report, the analysis of its appendix, *Beyond the
-assignment*, and the submission: the rubric and the Moodle zip, which `make check`, `make zip` and the notebook's last
-cell (in Colab) share. The rubric holds the notebook's code to the kernel's own record of what it ran
-(`kernel_record`, which `write_metrics` keeps in metrics.json), so a cell edited after the run is never zipped with
-another code's outputs.
+"""Companion module of homework3.ipynb. The graded path (everything up to the end of the report) never imports it,
+so the homework runs without it; it ships in the submission zip beside the notebook. What only `make` and the tests
+use lives in the package hw3tools, which does not ship.
 
-The graded path (everything up to the end of the report) never imports it, so the homework runs without it. It ships
-in the submission zip beside the notebook; the rest of the tooling behind `make` (run, study, record) lives in the
-package hw3tools, which does not.
+Its sections, in the order a run uses them:
+
+1. **The report's check** (the cell under the report): `REPORT_CLAIMS`, `report_verdicts`, `check_report`.
+2. **Outputs of a run**: `output_dir`, `save_figure`, `kernel_record` (what the kernel ran, by execution count),
+   `write_metrics` (build/metrics.json with that record and the figures' fingerprints), `write_atomically`.
+3. **The appendix's analysis**, against the Bayes-optimal predictor of the data: `bayes_filter`, `bayes_predictive`,
+   `bits_against_bayes`, `branch_values`, `token_branches`, `residual_stream`, `attention_weights`,
+   `attention_by_offset`, `ridge_probe`.
+4. **The committed study**, read and drawn: `load_study`, `study_table`, `format_spread`, `data_budgets`,
+   `width_fits`, `budget_for_gap`, `prediction_tests`, `plot_budget_fit`, `study_figures`; and which code trained
+   it: `TRAINING_CELLS`, `training_cells`, `training_fingerprint`, `stale_runs`, `kernel_sources`,
+   `study_provenance`.
+5. **The submission**, shared by the notebook's last cell (in Colab), `make check` and `make zip`; standard library
+   only. The notebook as JSON: `read_notebook`, `as_notebook`, `report_cells`, `report_text`, `notebook_images`,
+   `HANDED_OUT_CELLS` (written by `python -m hw3tools handout`), `handed_out_intact`. The rubric:
+   `check_submission`, with `code_not_as_ran` (each code cell against the kernel's record), `one_run_problem` and
+   `unsupported_numbers`. The zip: `submission_files`, `write_zip`, `build_submission`, `notebook_html`. And
+   `submit_from_colab`.
 """
 from __future__ import annotations
 
@@ -15,7 +28,6 @@ import hashlib
 import json
 import math
 import os
-import random
 import re
 import tempfile
 import types
@@ -32,14 +44,138 @@ except ModuleNotFoundError:
     np = torch = None
 
 # --------------------------------------------------------------------------------------------------------------
-# Reproducibility
+# The report: its sentences whose truth depends on the run, checked on the run's numbers
 # --------------------------------------------------------------------------------------------------------------
 
-def seed_everything(seed: int) -> None:
-    """Seed python's, numpy's and torch's generators, as the notebook's setup cell does."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def _sampled_at_or_above_t1(n) -> list[float]:
+    return [n.rule_consistent[t, p] for t in (1.0, 1.5, 2.0) for p in (0.9, 1.0)]
+
+
+def _flat_from_10(n) -> bool:
+    late = np.asarray(n.per_token_acc[10:])
+    halves = np.array_split(late, 2)
+    steep = np.asarray(n.per_token_acc[:3]).max() < late.mean() - 0.2
+    return bool(steep and abs(halves[0].mean() - halves[1].mean()) < 0.02)
+
+
+# A fragment of a report sentence -> its test on the run's numbers (rule_consistent and distinct by setting,
+# "greedy" or (t, top_p), and per_token_acc), as the notebook passes them to check_report.
+REPORT_CLAIMS = {
+    "the 8 continuations of a prompt are always the same": lambda n: n.distinct["greedy"] == 1,
+    "at a price": lambda n: n.rule_consistent[1.0, 0.9] < n.rule_consistent["greedy"],
+    "without truncation (`top_p=1`, the whole distribution)":
+        lambda n: n.rule_consistent[1.0, 1.0] < n.rule_consistent[1.0, 0.9],
+    "Greedy keeps to the rule more often":
+        lambda n: n.rule_consistent["greedy"] > max(_sampled_at_or_above_t1(n)),
+    "sampling behaves almost like greedy decoding": lambda n: abs(
+        n.rule_consistent[0.5, 0.9] - n.rule_consistent["greedy"]) < 0.02 and n.distinct[0.5, 0.9] < 2,
+    "nearly every sample differs": lambda n: n.distinct[2.0, 1.0] > 7.5,
+    "rule-consistency falls at every step up in temperature": lambda n: all(
+        n.rule_consistent[a, p] > n.rule_consistent[b, p]
+        for p in (0.9, 1.0) for a, b in ((0.5, 1.0), (1.0, 1.5), (1.5, 2.0))),
+    "A small nucleus protects against high temperature":
+        lambda n: all(n.rule_consistent[t, 0.5] > n.rule_consistent[t, 1.0] + 0.1 for t in (1.5, 2.0)),
+    "climbs steeply and stays flat from about position 10 on": _flat_from_10,
+    "the flat part lies close to that": lambda n: 0.87 < float(np.mean(n.per_token_acc[10:])) < 0.925,
+}
+
+
+def report_verdicts(report_text: str, **numbers) -> dict[str, str]:
+    """For each claim of REPORT_CLAIMS: "holds", "does not hold", or "no longer in the report" (a student rewrote
+    it). Sentences are compared with white space folded, so line breaks inside them do not matter."""
+    flat, n = " ".join(report_text.split()), types.SimpleNamespace(**numbers)
+    return {claim: "no longer in the report" if claim not in flat else "holds" if holds(n) else "does not hold"
+            for claim, holds in REPORT_CLAIMS.items()}
+
+
+def check_report(report_parts: list[str], **numbers) -> dict:
+    """Show, under the report, whether each of its run-dependent sentences holds for this run, and its word count
+    as `wc -w` counts (the handout asks for 300 to 600). Returns the verdicts and the count for the metrics."""
+    from IPython.display import Markdown, display
+
+    text = "\n\n".join(report_parts)
+    verdicts, words = report_verdicts(text, **numbers), len(text.split())
+    failing = [claim for claim, verdict in verdicts.items() if verdict == "does not hold"]
+    shown = (f"⚠️ **This run does not bear out {len(failing)} of the report's sentences; edit them before "
+             "submitting:**\n" + "\n".join(f"- “{claim}”" for claim in failing) if failing else
+             f"✅ All {sum(v == 'holds' for v in verdicts.values())} sentences of the report that depend on the run "
+             "hold for this run.")
+    limits = "" if 300 <= words <= 600 else " ⚠️ **outside the handout's 300 to 600**"
+    display(Markdown(f"{shown}\n\nThe report has {words} words{limits}."))
+    return {"claims": verdicts, "words": words}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Outputs of a run: where they go, figures, metrics
+# --------------------------------------------------------------------------------------------------------------
+
+OUTPUT_ENV = "HW3_OUTPUT_DIR"  # set by the runner so a test run can write somewhere else
+
+
+def output_dir() -> Path:
+    """Where a run writes figures/, build/ and report.md: the notebook's folder unless the runner says else."""
+
+    return Path(os.environ.get(OUTPUT_ENV, "."))
+
+
+_FIGURES_SAVED: set[str] = set()  # the names save_figure wrote in this kernel
+
+
+def save_figure(fig, name: str) -> Path:
+    """Save a figure as figures/<name> with the same bytes every run (no software or date stamp)."""
+    path = output_dir() / "figures" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    _FIGURES_SAVED.add(name)
+    return path
+
+
+def kernel_record() -> dict[str, str] | None:
+    """What this kernel has executed since it started, as IPython keeps it: each cell's source as it ran, by its
+    execution count ("1", "2", ...). None outside IPython, where there are no cells."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    history = getattr(getattr(get_ipython(), "history_manager", None), "input_hist_raw", None)
+    if history is None:
+        return None
+    return {str(count): source for count, source in enumerate(history) if count > 0}
+
+
+def figures_written(ran: dict[str, str] | None) -> set[str]:
+    """The figures this run wrote: those save_figure saved, and every .png name in the code the kernel ran (the
+    graded cells save theirs with savefig). Any other picture is the student's own."""
+    return set(_FIGURES_SAVED) | set(re.findall(r"[\w.-]+\.png", "\n".join((ran or {}).values())))
+
+
+def write_metrics(metrics: dict) -> str:
+    """The run's numbers as build/metrics.json, for `make check` and the tests, with the fingerprint of every
+    figure this run wrote into figures/, the record of what the kernel ran (`kernel_ran`, the proof the rubric
+    holds the notebook's code to) and the time it was written (the zip's entries carry it). Returns the file's run
+    stamp (the start of its sha256): printed in the notebook, it ties the notebook, these numbers and those figures
+    to one run."""
+    root = output_dir()
+    ran = kernel_record()
+    written = figures_written(ran)
+    figures = sorted(path for path in (root / "figures").glob("*.png") if path.name in written)
+    metrics = {**metrics, "figures": {f"figures/{path.name}": file_digest(path.read_bytes()) for path in figures},
+               KERNEL_RAN: ran, "written_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    path = root / "build" / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return file_digest(path.read_bytes())[:12]  # of the bytes on disk (Windows writes its own line ends)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder, so readers never see half a file. The file gets the mode
+    a plain open() would give it (the umask applies), not the owner-only mode of a temporary file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        tmp.write(text)
+    os.chmod(tmp.name, 0o666 & ~umask)
+    os.replace(tmp.name, path)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -391,11 +527,12 @@ def budget_for_gap(fit: dict, target: float) -> float:
 
 
 def data_budgets(summary: dict, key: str) -> tuple[list[dict], dict | None]:
-    """The prescribed model and the data lever's budgets at 8 epochs that measured `key` (sorted by sequences),
-    and the equal-compute run (fresh sequences, one epoch) if it did."""
+    """The prescribed model and the data lever's budgets at the prescribed epochs that measured `key` (sorted by
+    sequences), and the equal-compute run (fresh sequences, one epoch) if it did."""
     baseline = [c for c in study_configs(summary, "variants") if c["name"] == "dense (prescribed)"]
     data = [c for c in study_configs(summary, "data") if c.get(key) is not None]
-    same_epochs = sorted([c for c in baseline + data if c["epochs"] == 8 and c.get(key) is not None],
+    epochs = baseline[0]["epochs"] if baseline else None
+    same_epochs = sorted([c for c in baseline + data if c["epochs"] == epochs and c.get(key) is not None],
                          key=lambda c: c["train_sequences"])
     fresh = next((c for c in data if c["epochs"] == 1), None)
     return same_epochs, fresh
@@ -403,7 +540,7 @@ def data_budgets(summary: dict, key: str) -> tuple[list[dict], dict | None]:
 
 def width_fits(summary: dict, key: str) -> list[dict]:
     """The data fit of the prescribed width, moved to each width the study trained: the floor shifts by the width's
-    gap difference from the prescribed model on the same seeds (at 10000 sequences, 8 epochs), while the data term
+    gap difference from the prescribed model on the same seeds (at the prescribed budget), while the data term
     (scale, exponent) is assumed the same at every width. The test run of a predicted budget checks that assumption.
 
     Returns [] until `key` has 4 data budgets, else one row per width: name, model, parameters, epochs, the shift
@@ -430,7 +567,7 @@ def prediction_tests(summary: dict, key: str) -> list[dict]:
     """Each run of the study's "prediction" group against what its width's fit (width_fits) predicts at its budget.
     The prediction holds when the measured mean lies within twice the combined standard error of the width's shift
     and of the test run; the error of the data fit itself is not known (4 budgets for 3 parameters) and not in it.
-    Also what the width gains over the prescribed width's fit at 10000 sequences and at the test's budget: the move
+    Also what the width gains over the prescribed width's fit at the prescribed budget and at the test's: the move
     assumes the two are equal."""
     fits = width_fits(summary, key)
     rows = {tuple(sorted(row["model"].items())): row for row in fits}
@@ -446,14 +583,14 @@ def prediction_tests(summary: dict, key: str) -> list[dict]:
         tests.append({"name": config["name"], "width": row["name"], "train_sequences": config["train_sequences"],
                       "predicted": predicted, "measured": measured, "margin": float(margin),
                       "held": bool(abs(measured["mean"] - predicted) <= margin),
-                      # what the width gains over the prescribed width's fit, at 10000 sequences and at the test's
-                      "width_gain_at_10000": -row["shift"]["mean"],
+                      # what the width gains over the prescribed width's fit, at the prescribed budget and the test's
+                      "width_gain_at_prescribed": -row["shift"]["mean"],
                       "width_gain_at_budget": fitted_gap(fits[0]["fit"], config["train_sequences"]) - measured["mean"]})
     return tests
 
 
 def plot_budget_fit(summary: dict, targets: dict):
-    """The gap to the ceiling against the number of training sequences (8 epochs each), for accuracy and for bits,
+    """The gap to the ceiling against the number of training sequences (prescribed epochs), for accuracy and bits,
     with the floor-power-law fit, its target, the equal-compute run and, where the study ran one, the test of a
     predicted budget at a larger width. `targets`: key -> gap aimed at."""
     import matplotlib.pyplot as plt
@@ -477,14 +614,14 @@ def plot_budget_fit(summary: dict, targets: dict):
         ax.axhline(targets[key], ls="--", color="black", lw=1, label=f"target {targets[key]:g}")
         if fresh is not None:
             ax.plot([fresh["train_sequences"]] * len(fresh[key]["per_seed"]), fresh[key]["per_seed"], "s",
-                    color="tab:red", label="same 625 steps on fresh sequences (1 epoch)")
+                    color="tab:red", label=f"the prescribed compute ({fresh['steps']} steps) on fresh sequences")
         tests = prediction_tests(summary, key)
         for test in tests[:1]:  # the width that was tested: its moved fit, its prediction and the test run
             row = next(r for r in fits[key] if r["name"] == test["width"])
-            wider = next(c for c in summary["configs"] if c["name"] == test["width"])  # at 10000 sequences
+            wider = next(c for c in summary["configs"] if c["name"] == test["width"])  # at the prescribed budget
             tested = next(c for c in study_configs(summary, "prediction") if c["name"] == test["name"])
             ax.plot(grid, fitted_gap(row["fit"], grid), "--", color="tab:orange",
-                    label=f"{test['width']}: the fit moved by its difference at 10000")
+                    label=f"{test['width']}: the fit moved by its difference at {budgets[0]['train_sequences']}")
             spread = 2 * row["shift"]["std"] / len(row["shift"]["per_seed"]) ** 0.5
             ax.fill_between(grid, fitted_gap(row["fit"], grid) - spread, fitted_gap(row["fit"], grid) + spread,
                             color="tab:orange", alpha=0.12, label="± twice the standard error of that difference")
@@ -496,7 +633,8 @@ def plot_budget_fit(summary: dict, targets: dict):
                         label=f"predicted to reach the target: {needed:,.0f}")
             ax.plot([tested["train_sequences"]] * len(tested[key]["per_seed"]), tested[key]["per_seed"], "D",
                     color="tab:green", label=f"test run, {test['name']}: predicted {test['predicted']:.4f}")
-        ax.set(xscale="log", xlabel="training sequences (8 epochs each; seeds as dots)", ylabel=labels.get(key, key),
+        ax.set(xscale="log", xlabel=f"training sequences ({budgets[0]['epochs']} epochs each; seeds as dots)",
+               ylabel=labels.get(key, key),
                title=labels.get(key, key), ylim=(0, None))
         ax.grid(True, alpha=0.3, which="both")
         # below the axes, where it hides no data
@@ -612,32 +750,23 @@ def plot_study_levers(summary: dict):
 # them: the embedded tests (the cells that start `##### TESTS START #####`), which only define test functions, and
 # the generation and sampling cells (`generate`, `get_dist_after_with_temp_and_topp`), which the study never calls.
 # Our own cells define none of the names that these cells define or use.
-TRAINING_CELLS = {  # what it is -> (its fingerprint in HANDED_OUT_CELLS, the names it binds at its top level)
-    "the imports": ("ab34cd1216d8431e329ce61026c48c12c85a5e9473ccb2ddb6c4fc1f0ab4d66b",
-                    ("Callable", "F", "Optional", "torch")),
-    "SwiGLUFeedForward": ("afe5071d82263020d9f7357d0ad98bcfeb21f6c82e69a9ac014275cf929e0f51",
-                          ("SwiGLUFeedForward",)),
-    "RotaryPositionalEmbedding": ("5154ec5ae0012f0b739798d27ab744a3e554ef0be4fbec4c4421bea154c21051",
-                                  ("RotaryPositionalEmbedding",)),
-    "calculate_attention": ("ab88519fc91eea2c8e5c1566f257d937ce2156bbdbea752b71b83e1909dfe560",
-                            ("GroupedQueryAttention", "calculate_attention")),
-    "calculate_sliding_attention": ("d0d565a34ada693d711ae4bae6f9aa3edca63b63b2674bb39ecfcabb58b5f159",
-                                    ("SWAttention", "calculate_sliding_attention")),
-    "Router": ("6fcef8e1e0bb222f9f3c109c945701383da0afc516e00d9997b31ace1c7c2384", ("MixtureOfExperts", "Router")),
-    "TransformerBlock": ("104a4d8b74153b64265d47b697a37dbe44b5fd31d76db79121a75ed9b71a442e", ("TransformerBlock",)),
-    "Transformer": ("996255129817d0b49475de69e0526b646ca9cb1273c56814f26fd4569ddb8668", ("Transformer",)),
-    "the data code": ("912a01c197d2d20c7736f8cf7fcaf0b661cbb318eae40e2067f20ddefb884218",
-                      ("SeqGen", "generate_dataset", "generate_recursive", "np")),
-    "example_generator": ("9bfdd890951cce25b552ee47198ef0f3aacf5812c7b4673ef613911eb855ef3a", ("example_generator",)),
-    "the constants": ("de2c58bef59348f272bf6af860cdea4dc010409f3141328d06e4103a4da1edbb",
-                      ("BATCH_SIZE", "DEVICE", "INITIAL", "NEXT_PROB", "PERM_EXAMPLE_GENERATOR", "SEQ_LEN",
+TRAINING_CELLS = {  # what it is -> the names it binds at its top level, which find it among the cells
+    "the imports": ("Callable", "F", "Optional", "torch"),
+    "SwiGLUFeedForward": ("SwiGLUFeedForward",),
+    "RotaryPositionalEmbedding": ("RotaryPositionalEmbedding",),
+    "calculate_attention": ("GroupedQueryAttention", "calculate_attention"),
+    "calculate_sliding_attention": ("SWAttention", "calculate_sliding_attention"),
+    "Router": ("MixtureOfExperts", "Router"),
+    "TransformerBlock": ("TransformerBlock",),
+    "Transformer": ("Transformer",),
+    "the data code": ("SeqGen", "generate_dataset", "generate_recursive", "np"),
+    "example_generator": ("example_generator",),
+    "the constants": ("BATCH_SIZE", "DEVICE", "INITIAL", "NEXT_PROB", "PERM_EXAMPLE_GENERATOR", "SEQ_LEN",
                        "TEST_DATASET", "TEST_LOADER", "TRAIN_DATASET", "TRAIN_LOADER", "VOCAB_SIZE", "_",
-                       "generators")),
-    "train": ("edb9e995ea853ec6ecf91a6ebf544c2d7fb1787a63a5a68ebe61a0c271fbce76",
-              ("eval_acc", "eval_fn", "functools", "tqdm", "train")),
-    "the training cell": ("aa7c76da6deabf171dc73eae7cf7121b700b8aabfe47e982203a1ba2b1c91717", ("model", "optimizer")),
-    "calc_per_token_acc": ("b03f08d172dbe424a7c1d90f05b28abcc153291d9000f8d3e28ca8099b67c520",
-                           ("calc_per_token_acc", "per_token_acc", "plt")),
+                       "generators"),
+    "train": ("eval_acc", "eval_fn", "functools", "tqdm", "train"),
+    "the training cell": ("model", "optimizer"),
+    "calc_per_token_acc": ("calc_per_token_acc", "per_token_acc", "plt"),
 }
 
 
@@ -676,19 +805,14 @@ def bound_names(tree: ast.Module) -> tuple[str, ...]:
 
 def training_cells(code_sources: list[str]) -> dict[str, str | None]:
     """Per cell of TRAINING_CELLS, its source among `code_sources` (a notebook's code cells in order, or a kernel's
-    `In`: the sources it executed, in the order it ran them): the last one that is this handed-out cell, known by
-    its handed-out form (TODO bodies removed) or, where that form was changed, by the names it binds; None if no
-    source is."""
-    by_form = {form: name for name, (form, _) in TRAINING_CELLS.items()}
-    by_names = {names: name for name, (_, names) in TRAINING_CELLS.items()}
+    `In`: the sources it executed, in the order it ran them): the last one that binds exactly the names the
+    handed-out cell binds, whatever its text (a new handout may change a cell's text, not what it defines); None if
+    no source does."""
+    by_names = {names: name for name, names in TRAINING_CELLS.items()}
     found = dict.fromkeys(TRAINING_CELLS)
     for source in code_sources:
-        if not source or not source.strip():
-            continue
-        name = by_form.get(fingerprint(["code", *significant_lines(strip_todo_bodies(source))]))
-        if name is None:
-            tree = _parsed(source)
-            name = None if tree is None else by_names.get(bound_names(tree))
+        tree = _parsed(source) if source and source.strip() else None
+        name = None if tree is None else by_names.get(bound_names(tree))
         if name is not None:
             found[name] = source
     return found
@@ -767,141 +891,6 @@ def study_provenance(summary: dict, code_sources: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The report: its sentences whose truth depends on the run, checked on the run's numbers
-# --------------------------------------------------------------------------------------------------------------
-
-def _sampled_at_or_above_t1(n) -> list[float]:
-    return [n.rule_consistent[t, p] for t in (1.0, 1.5, 2.0) for p in (0.9, 1.0)]
-
-
-def _flat_from_10(n) -> bool:
-    late = np.asarray(n.per_token_acc[10:])
-    halves = np.array_split(late, 2)
-    steep = np.asarray(n.per_token_acc[:3]).max() < late.mean() - 0.2
-    return bool(steep and abs(halves[0].mean() - halves[1].mean()) < 0.02)
-
-
-# A fragment of a report sentence -> its test on the run's numbers (rule_consistent and distinct by setting,
-# "greedy" or (t, top_p), and per_token_acc), as the notebook passes them to check_report.
-REPORT_CLAIMS = {
-    "the 8 continuations of a prompt are always the same": lambda n: n.distinct["greedy"] == 1,
-    "at a price": lambda n: n.rule_consistent[1.0, 0.9] < n.rule_consistent["greedy"],
-    "without truncation (`top_p=1`, the whole distribution)":
-        lambda n: n.rule_consistent[1.0, 1.0] < n.rule_consistent[1.0, 0.9],
-    "Greedy keeps to the rule more often":
-        lambda n: n.rule_consistent["greedy"] > max(_sampled_at_or_above_t1(n)),
-    "sampling behaves almost like greedy decoding": lambda n: abs(
-        n.rule_consistent[0.5, 0.9] - n.rule_consistent["greedy"]) < 0.02 and n.distinct[0.5, 0.9] < 2,
-    "nearly every sample differs": lambda n: n.distinct[2.0, 1.0] > 7.5,
-    "rule-consistency falls at every step up in temperature": lambda n: all(
-        n.rule_consistent[a, p] > n.rule_consistent[b, p]
-        for p in (0.9, 1.0) for a, b in ((0.5, 1.0), (1.0, 1.5), (1.5, 2.0))),
-    "A small nucleus protects against high temperature":
-        lambda n: all(n.rule_consistent[t, 0.5] > n.rule_consistent[t, 1.0] + 0.1 for t in (1.5, 2.0)),
-    "climbs steeply and stays flat from about position 10 on": _flat_from_10,
-    "the flat part lies close to that": lambda n: 0.87 < float(np.mean(n.per_token_acc[10:])) < 0.925,
-}
-
-
-def report_verdicts(report_text: str, **numbers) -> dict[str, str]:
-    """For each claim of REPORT_CLAIMS: "holds", "does not hold", or "no longer in the report" (a student rewrote
-    it). Sentences are compared with white space folded, so line breaks inside them do not matter."""
-    flat, n = " ".join(report_text.split()), types.SimpleNamespace(**numbers)
-    return {claim: "no longer in the report" if claim not in flat else "holds" if holds(n) else "does not hold"
-            for claim, holds in REPORT_CLAIMS.items()}
-
-
-def check_report(report_parts: list[str], **numbers) -> dict:
-    """Show, under the report, whether each of its run-dependent sentences holds for this run, and its word count
-    as `wc -w` counts (the handout asks for 300 to 600). Returns the verdicts and the count for the metrics."""
-    from IPython.display import Markdown, display
-
-    text = "\n\n".join(report_parts)
-    verdicts, words = report_verdicts(text, **numbers), len(text.split())
-    failing = [claim for claim, verdict in verdicts.items() if verdict == "does not hold"]
-    shown = (f"⚠️ **This run does not bear out {len(failing)} of the report's sentences; edit them before "
-             "submitting:**\n" + "\n".join(f"- “{claim}”" for claim in failing) if failing else
-             f"✅ All {sum(v == 'holds' for v in verdicts.values())} sentences of the report that depend on the run "
-             "hold for this run.")
-    limits = "" if 300 <= words <= 600 else " ⚠️ **outside the handout's 300 to 600**"
-    display(Markdown(f"{shown}\n\nThe report has {words} words{limits}."))
-    return {"claims": verdicts, "words": words}
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Outputs of a run: where they go, figures, metrics
-# --------------------------------------------------------------------------------------------------------------
-
-OUTPUT_ENV = "HW3_OUTPUT_DIR"  # set by the runner so a test run can write somewhere else
-
-
-def output_dir() -> Path:
-    """Where a run writes figures/, build/ and report.md: the notebook's folder unless the runner says else."""
-
-    return Path(os.environ.get(OUTPUT_ENV, "."))
-
-
-_FIGURES_SAVED: set[str] = set()  # the names save_figure wrote in this kernel
-
-
-def save_figure(fig, name: str) -> Path:
-    """Save a figure as figures/<name> with the same bytes every run (no software or date stamp)."""
-    path = output_dir() / "figures" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
-    _FIGURES_SAVED.add(name)
-    return path
-
-
-def kernel_record() -> dict[str, str] | None:
-    """What this kernel has executed since it started, as IPython keeps it: each cell's source as it ran, by its
-    execution count ("1", "2", ...). None outside IPython, where there are no cells."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    history = getattr(getattr(get_ipython(), "history_manager", None), "input_hist_raw", None)
-    if history is None:
-        return None
-    return {str(count): source for count, source in enumerate(history) if count > 0}
-
-
-def figures_written(ran: dict[str, str] | None) -> set[str]:
-    """The figures this run wrote: those save_figure saved, and every .png name in the code the kernel ran (the
-    graded cells save theirs with savefig). Any other picture is the student's own."""
-    return set(_FIGURES_SAVED) | set(re.findall(r"[\w.-]+\.png", "\n".join((ran or {}).values())))
-
-
-def write_metrics(metrics: dict) -> str:
-    """The run's numbers as build/metrics.json, for `make check` and the tests, with the fingerprint of every
-    figure this run wrote into figures/, the record of what the kernel ran (`kernel_ran`, the proof the rubric
-    holds the notebook's code to) and the time it was written (the zip's entries carry it). Returns the file's run
-    stamp (the start of its sha256): printed in the notebook, it ties the notebook, these numbers and those figures
-    to one run."""
-    root = output_dir()
-    ran = kernel_record()
-    written = figures_written(ran)
-    figures = sorted(path for path in (root / "figures").glob("*.png") if path.name in written)
-    metrics = {**metrics, "figures": {f"figures/{path.name}": file_digest(path.read_bytes()) for path in figures},
-               KERNEL_RAN: ran, "written_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    path = root / "build" / "metrics.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    return file_digest(path.read_bytes())[:12]  # of the bytes on disk (Windows writes its own line ends)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder, so readers never see half a file. The file gets the mode
-    a plain open() would give it (the umask applies), not the owner-only mode of a temporary file."""
-    umask = os.umask(0)
-    os.umask(umask)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        tmp.write(text)
-    os.chmod(tmp.name, 0o666 & ~umask)
-    os.replace(tmp.name, path)
-
-
-# --------------------------------------------------------------------------------------------------------------
 # The submission: the rubric and the Moodle zip. `make check`, `make zip` and the notebook's last cell (in Colab)
 # all call these, on the notebook as JSON: standard library only, so they run where torch and nbformat are not.
 # --------------------------------------------------------------------------------------------------------------
@@ -921,7 +910,6 @@ EMBEDDED_TESTS = ("test_rope", "test_calculate_attention", "test_calculate_slidi
 PROMPTS = {"input", "getpass", "upload", "breakpoint", "set_trace"}  # calls that wait for a person
 IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
 RUN_STAMP = re.compile(r"run stamp ([0-9a-f]{12})")  # printed by the appendix's last cell, from metrics.json
-RUN_KEY = "hw3_run"  # notebook metadata of a `make run` notebook: the sources it ran
 KERNEL_RAN = "kernel_ran"  # in metrics.json: what the kernel executed, by execution count (kernel_record)
 RERUN = "Restart and Run All, save, zip again"  # the fix for a run that is not the notebook's; each route says its own
 COLAB_RERUN = "Runtime > Restart session and run all (this cell runs last and zips)"
@@ -1144,59 +1132,6 @@ def handed_out_intact(nb) -> tuple[bool, str]:
         if not any(found == expected for found, _ in present):
             return False, f"the handed-out cell starting {first_line!r} was changed, moved or removed"
     return True, f"{len(HANDED_OUT_CELLS)} handed-out cells compared"
-
-
-def sources_fingerprint(nb, link_cell_aside: bool = True) -> str:
-    """The cells' types and sources: what a person edits (outputs, counts and metadata aside). The Colab link cell
-    is left out, so that pasting the link after a run does not make the run stale."""
-    return fingerprint([f"{cell['cell_type']}:{cell['source']}" for cell in nb["cells"]
-                        if not (link_cell_aside and is_link_cell(cell))])
-
-
-def run_stamp_metadata(nb) -> dict:
-    """What `make run` writes into the notebook it executed: the fingerprint of the sources it ran."""
-    return {"sources_sha256_except_link": sources_fingerprint(nb)}
-
-
-def edited_after_run(nb) -> bool:
-    """Whether someone changed a cell of a `make run` notebook after the run that wrote it (the link cell aside;
-    a notebook stamped before the link was set aside compares every cell)."""
-    stamp = nb.get("metadata", {}).get(RUN_KEY, {})
-    if "sources_sha256_except_link" in stamp:
-        return stamp["sources_sha256_except_link"] != sources_fingerprint(nb)
-    return "sources_sha256" in stamp and stamp["sources_sha256"] != sources_fingerprint(nb, link_cell_aside=False)
-
-
-def first_difference(a, b) -> int | None:
-    """The first cell (from 1) whose type or source differs between two notebooks, or None; the Colab link cell,
-    where both have it in the same place, is not compared."""
-    pairs = list(zip(a["cells"], b["cells"], strict=False))
-    for number, (x, y) in enumerate(pairs, start=1):
-        if is_link_cell(x) and is_link_cell(y):
-            continue
-        if x["cell_type"] != y["cell_type"] or x["source"].strip() != y["source"].strip():
-            return number
-    return None if len(a["cells"]) == len(b["cells"]) else len(pairs) + 1
-
-
-def with_outputs_of(source, executed) -> dict:
-    """The student's notebook as it is now (`source`: homework3.ipynb, its markdown and link cells included) with
-    the execution counts and outputs of `make run`'s executed copy, code cell by code cell in order. The rubric then
-    holds each code cell to what the kernel ran, so an edit to a markdown cell or the link needs no new run, and an
-    edit to code is caught."""
-    result = json.loads(json.dumps(executed))
-    result.get("metadata", {}).pop(RUN_KEY, None)  # the stamp is of build/'s copy, not of this merge
-    ran = iter([cell for cell in result["cells"] if cell["cell_type"] == "code"])
-    cells = []
-    for cell in json.loads(json.dumps(source["cells"])):
-        if cell["cell_type"] == "code":
-            done = next(ran, None)
-            cell["execution_count"] = done.get("execution_count") if done else None
-            cell["outputs"] = done.get("outputs", []) if done else []
-            cell["metadata"] = done.get("metadata", {}) if done else cell.get("metadata", {})
-        cells.append(cell)
-    result["cells"] = cells
-    return result
 
 
 def colab_link(nb) -> str | None:

@@ -11,7 +11,6 @@ from torch.utils import benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import hw3_helpers  # noqa: E402
 from hw3tools.notebook import load_definitions  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -176,13 +175,17 @@ def make_run_seconds():
 
 
 def data_generation_seconds():
-    hw3_helpers.seed_everything(0)
-    gen = hw.example_generator(lambda: hw.generate_recursive(2, 7, 0.1))
+    from hw3tools.study import notebook_settings, seed_everything
+
+    settings = notebook_settings()  # the handout's sizes, as its cells give them
+    seed_everything(0)
+    gen = hw.example_generator(lambda: hw.generate_recursive(settings.initial, settings.vocab_size, settings.next_prob))
     started = time.perf_counter()
-    test, generators = hw.generate_dataset(gen, 64, 1000)
-    hw.generate_dataset(gen, 64, 10000, exclude=generators)
+    test, generators = hw.generate_dataset(gen, settings.seq_len, settings.test_sequences)
+    hw.generate_dataset(gen, settings.seq_len, settings.train_sequences, exclude=generators)
     elapsed = time.perf_counter() - started
-    print(f"  data generation (given code, 11000 sequences): {elapsed:.1f} s", flush=True)
+    print(f"  data generation (given code, {settings.test_sequences + settings.train_sequences} sequences): "
+          f"{elapsed:.1f} s", flush=True)
     return elapsed
 
 

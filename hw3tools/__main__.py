@@ -33,6 +33,7 @@ COMMANDS = {
     "pins": "check with pip's resolver that requirements.txt installs on Python 3.11-3.14, Linux/macOS/Windows",
     "record": "developers: make the last run the record that the tests hold fresh runs to",
     "tolerances": "developers: measure how far runs on other thread counts fall from the record",
+    "handout": "maintainers: regenerate what derives from a new handout (PATH: .ipynb or text), list what to port",
 }
 
 
@@ -201,6 +202,10 @@ def main(argv=None):
     if argv[0] == "pins":
         from hw3tools.pins import main as pins_main  # standard library only, no .venv needed
         return pins_main(argv[1:])
+    if argv[0] == "handout":  # standard library only, like check and zip
+        sys.path.insert(0, str(ROOT))
+        from hw3tools.handout import main as handout_main
+        return handout_main(argv[1:])
     if argv[0] in ("check", "zip"):
         # They read JSON with the standard library: no .venv to build and no torch, so a run saved from Jupyter is
         # zipped with the Python at hand. Where .venv is already there, its nbconvert adds the HTML reading copy.

@@ -12,13 +12,12 @@ from hw3_helpers import (
     TODO,
     build_submission,
     check_submission,
-    edited_after_run,
     print_verdicts,
     read_notebook,
     report_text,
-    with_outputs_of,
     write_atomically,
 )
+from hw3tools.runs import edited_after_run, with_outputs_of
 
 
 def _bytes(path: Path) -> bytes | None:

@@ -14,20 +14,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from hw3_helpers import ADDED_TAG, TODO_END, TODO_START, is_added, strip_todo_bodies  # noqa: E402
+from hw3_helpers import ADDED_TAG, TODO_END, TODO_START, as_notebook, is_added, strip_todo_bodies  # noqa: E402
 
 NOTEBOOK = ROOT / "homework3.ipynb"
 MAX_LINE = 88
 
 
-def cell_source(cell) -> str:
-    source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else source
-
-
 def our_lines(cell) -> list[tuple[int, str]]:
-    """(line number from 1, line) for each line of a code cell that is ours."""
-    source = cell_source(cell)
+    """(line number from 1, line) for each line of a code cell that is ours (a cell as `as_notebook` gives it)."""
+    source = cell["source"]
     lines = source.splitlines()
     if is_added(cell):
         return list(enumerate(lines, start=1))
@@ -47,13 +42,13 @@ def our_lines(cell) -> list[tuple[int, str]]:
 def too_long(nb: dict, name: str = NOTEBOOK.name) -> list[str]:
     """One message per line of ours over MAX_LINE characters."""
     messages = []
-    for number, cell in enumerate(nb["cells"], start=1):
+    for number, cell in enumerate(as_notebook(nb)["cells"], start=1):
         if cell.get("cell_type") != "code":
             continue
         long = [(line_number, line) for line_number, line in our_lines(cell) if len(line) > MAX_LINE]
         if not long:
             continue
-        first = (cell_source(cell).splitlines() or [""])[0]
+        first = (cell["source"].splitlines() or [""])[0]
         first = first if len(first) <= 40 else first[:40] + "..."
         messages += [f"{name}: cell {number} ({first}): line {line_number} is {len(line)} characters"
                      for line_number, line in long]

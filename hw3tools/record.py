@@ -2,7 +2,7 @@
 another run may fall from it, each tolerance with the differences measured on other thread counts that justify it.
 
 A seeded run gives the same numbers every time on the same machine, but not bit for bit on another one (CPU model,
-thread count, torch version and device change the last bits, and 632 training steps carry that into the third
+thread count, torch version and device change the last bits, and the training steps carry that into the third
 decimal). So a fresh run is held to the record within measured tolerances, never exactly.
 `python -m hw3tools tolerances` measures them; `python -m hw3tools record` makes the last run the record.
 """
@@ -15,7 +15,9 @@ from pathlib import Path
 
 import nbformat
 
-from hw3tools.notebook import ROOT, edited_since_run, first_difference, report_text
+from hw3_helpers import report_text
+from hw3tools.notebook import ROOT, edited_since_run
+from hw3tools.runs import first_difference
 
 REPORT_DIR = ROOT / "report"
 RECORD = REPORT_DIR / "record.json"

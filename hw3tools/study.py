@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import re
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -31,9 +32,16 @@ import numpy as np
 import torch
 
 import hw3_helpers
-from hw3tools.notebook import NOTEBOOK, ROOT, load_definitions
+from hw3tools.notebook import NOTEBOOK, ROOT, load_definitions, module_of
 
 STUDY_DIR = ROOT / "study"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's generators, as the notebook's setup cell does."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def notebook_sources(notebook: Path = NOTEBOOK) -> list[str]:
@@ -74,13 +82,10 @@ def notebook_settings(sources: list[str] | None = None) -> Settings:
     if missing:
         raise ValueError(f"the notebook has no cell that is {' or '.join(missing)}")
     constants_cell, training_cell = ast.parse(cells["the constants"]), ast.parse(cells["the training cell"])
-    constants: dict = {}
-    for node in constants_cell.body:
-        if isinstance(node, ast.Assign) and not any(isinstance(sub, ast.Call) for sub in ast.walk(node.value)):
-            exec(compile(ast.Module([node], type_ignores=[]), "<the constants cell>", "exec"), {}, constants)
+    constants = module_of([cells["the constants"]], name="the constants cell")  # its assignments that call nothing
 
-    def keywords(call: ast.Call, *names: str) -> dict:  # all of them, or those named
-        return {keyword.arg: eval(compile(ast.Expression(keyword.value), "<cell>", "eval"), {}, dict(constants))
+    def keywords(call: ast.Call, *names: str) -> dict:  # all of them, or those named, evaluated among the constants
+        return {keyword.arg: eval(compile(ast.Expression(keyword.value), "<cell>", "eval"), vars(constants))
                 for keyword in call.keywords if keyword.arg is not None and (not names or keyword.arg in names)}
 
     def dataset_size(name: str) -> int:  # `NAME, ... = generate_dataset(..., num_entries=N, ...)`
@@ -94,8 +99,8 @@ def notebook_settings(sources: list[str] | None = None) -> Settings:
                    and isinstance(call.func, ast.Attribute) and getattr(call.func.value, "attr", None) == "optim"]
     model = keywords(build)
     return Settings(
-        seq_len=constants["SEQ_LEN"], vocab_size=constants["VOCAB_SIZE"], next_prob=constants["NEXT_PROB"],
-        initial=constants["INITIAL"], batch_size=constants["BATCH_SIZE"],
+        seq_len=constants.SEQ_LEN, vocab_size=constants.VOCAB_SIZE, next_prob=constants.NEXT_PROB,
+        initial=constants.INITIAL, batch_size=constants.BATCH_SIZE,
         test_sequences=dataset_size("TEST_DATASET"), train_sequences=dataset_size("TRAIN_DATASET"),
         epochs=keywords(train, "num_epochs")["num_epochs"], model_vocab_size=model.pop("vocab_size"), model=model,
         optimizer=optimizer.func.attr, optimizer_options=keywords(optimizer))
@@ -133,27 +138,33 @@ LEVERS = {
                  "width 128": {"model": {"hidden_dim": 128, "ff_dim": 256, "head_dim": 32}}},
     "data": {"20000 sequences": {"train_sequences": 20000}, "40000 sequences": {"train_sequences": 40000},
              # Beyond the two budgets each lever has: one seed, as far towards the ceiling as the session allowed.
-             "80000 sequences": {"train_sequences": 80000, "seeds": (0,)},
-             # The prescribed compute (625 steps against 632) spent on fresh sequences instead of repeated epochs.
-             "80000 sequences, 1 epoch": {"train_sequences": 80000, "epochs": 1}},
+             "80000 sequences": {"train_sequences": 80000, "seeds": (0,)}},  # and `equal_compute`, planned last
     # The test of the prediction from the data fit and the capacity runs: the cheapest width predicted to come
-    # within half a point of the ceiling needs about 167000 sequences (some 100 minutes of one core per seed);
-    # 50000 is the largest budget that fitted beside the rest of the study, about 40 minutes per seed.
+    # within half a point of the ceiling needs about 167000 sequences; 50000 is the largest budget that fitted
+    # beside the rest of the study (78 minutes of one core per seed, as recorded).
     "prediction": {"width 128, 50000 sequences": {
         "model": {"hidden_dim": 128, "ff_dim": 256, "head_dim": 32}, "train_sequences": 50000}},
 }
 VARIANT_SEEDS, LEVER_SEEDS = (0, 1, 2), (0, 1)
 
 
+def equal_compute(settings: Settings) -> tuple[str, dict]:
+    """The prescribed compute spent on fresh sequences instead of repeated epochs: as many sequences, each seen once,
+    as the prescribed epochs show the model (so as many steps, but for each epoch's incomplete last batch)."""
+    sequences = settings.epochs * settings.train_sequences
+    return f"{sequences} sequences, 1 epoch", {"train_sequences": sequences, "epochs": 1}
+
+
 def plan(settings: Settings | None = None) -> list[Run]:
     """Every run of the study, in the order they are worth having: variants first, then each lever's seeds; the
-    prescribed model and budget are the notebook's (`notebook_settings`)."""
+    prescribed model and budget are the notebook's (`notebook_settings`), and so is the equal-compute run's."""
     settings = settings or notebook_settings()
     prescribed = {"epochs": settings.epochs, "train_sequences": settings.train_sequences}
     runs = [Run("variants", name, seed, {**settings.model, **options}, **prescribed)
             for seed in VARIANT_SEEDS for name, options in VARIANTS.items()]
+    levers = {**LEVERS, "data": {**LEVERS["data"], **dict([equal_compute(settings)])}}
     for seed in LEVER_SEEDS:
-        for lever, budgets in LEVERS.items():
+        for lever, budgets in levers.items():
             for name, budget in budgets.items():
                 if seed in budget.get("seeds", LEVER_SEEDS):
                     runs.append(Run(lever, name, seed, {**settings.model, **budget.get("model", {})},
@@ -170,7 +181,7 @@ def execute(run: Run, device: str = "cpu", notebook: Path = NOTEBOOK) -> dict:
     hw = load_definitions(notebook, device=device)
     if hw3_helpers.training_fingerprint(notebook_sources(notebook)) != trained_with:
         raise RuntimeError(f"{notebook} changed while its definitions were loaded; run again")
-    hw3_helpers.seed_everything(run.seed)  # the setup cell's seeding: the data come from NumPy's generator
+    seed_everything(run.seed)  # the setup cell's seeding: the data come from NumPy's generator
     factory = hw.example_generator(
         lambda: hw.generate_recursive(settings.initial, settings.vocab_size, settings.next_prob))
     test_set, generators = hw.generate_dataset(gen_factory=factory, seq_len=settings.seq_len,
@@ -261,14 +272,15 @@ def describe_plan(status: dict) -> str:
     return "\n".join(lines)
 
 
-FIRST = ("dense (prescribed)", "20000 sequences", "40000 sequences", "80000 sequences, 1 epoch", "80000 sequences",
-         "width 96", "width 128")
+FIRST = ("dense (prescribed)", "20000 sequences", "40000 sequences", "equal compute", "80000 sequences", "width 96",
+         "width 128")
 
 
 def priority(run: Run) -> tuple:
     """What the fit of the gap against the data budget and the prediction from the capacity runs need, smallest
     budgets first, then the plan's order."""
-    return (FIRST.index(run.name) if run.name in FIRST else len(FIRST),)
+    name = "equal compute" if run.group == "data" and run.epochs == 1 else run.name
+    return (FIRST.index(name) if name in FIRST else len(FIRST),)
 
 
 def _execute_in_worker(run: Run, device: str, threads: int, notebook: Path) -> dict:

@@ -256,7 +256,7 @@ def test_the_budget_fit_recovers_a_planted_power_law_with_a_floor():
 
 def planted_study(shift=-0.003, tested_gap=None):
     """A study summary whose data budgets follow gap = 3·N^-0.5 + 0.004 exactly, with one wider model whose gap
-    at 10000 sequences is `shift` from the prescribed one on each seed, and a test run of that width."""
+    at the prescribed budget is `shift` from the prescribed one on each seed, and a test run of that width."""
     def spread(values):
         values = np.asarray(values, dtype=float)
         return {"mean": float(values.mean()), "std": float(values.std(ddof=1)), "per_seed": values.tolist()}

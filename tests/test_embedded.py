@@ -1,7 +1,7 @@
 """The five tests handed out inside the notebook, run against the notebook's own definitions."""
 import pytest
 
-from hw3tools.notebook import EMBEDDED_TESTS
+from hw3_helpers import EMBEDDED_TESTS
 
 
 @pytest.mark.parametrize("name", EMBEDDED_TESTS)

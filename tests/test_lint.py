@@ -2,13 +2,14 @@
 handout's own lines."""
 import json
 
+import hw3_helpers as hw3
 from hw3tools import lint
 
 LONG = 100
 
 
 def notebook() -> dict:
-    return json.loads(lint.NOTEBOOK.read_text(encoding="utf-8"))
+    return hw3.read_notebook(lint.NOTEBOOK)  # sources joined, as everything that reads a cell's source has them
 
 
 def code_cells(nb, added):
@@ -17,7 +18,7 @@ def code_cells(nb, added):
 
 
 def set_source(cell, text):
-    cell["source"] = text.splitlines(keepends=True)
+    cell["source"] = text
 
 
 def lint_copy(nb, tmp_path, capsys):
@@ -38,9 +39,9 @@ def test_a_long_line_in_an_added_cell_fails_and_is_named(tmp_path, capsys):
     number, cell = code_cells(nb, added=True)[0]
     planted = "planted = " + repr("x" * (LONG - len("planted = ") - 2))
     assert len(planted) == LONG
-    set_source(cell, lint.cell_source(cell) + "\n" + planted)
+    set_source(cell, cell["source"] + "\n" + planted)
     code, out = lint_copy(nb, tmp_path, capsys)
-    line = len(lint.cell_source(cell).splitlines())
+    line = len(cell["source"].splitlines())
     assert code == 1
     assert f"homework3.ipynb: cell {number} (" in out and f"line {line} is {LONG} characters" in out
     assert len([row for row in out.splitlines() if row.startswith("homework3.ipynb: cell")]) == 1
@@ -48,15 +49,15 @@ def test_a_long_line_in_an_added_cell_fails_and_is_named(tmp_path, capsys):
 
 def test_a_long_line_of_the_handout_outside_the_todo_markers_is_allowed(tmp_path, capsys):
     nb = notebook()
-    number, cell = next((n, c) for n, c in code_cells(nb, added=False) if lint.TODO_START in lint.cell_source(c))
-    set_source(cell, "# " + "h" * (LONG - 2) + "\n" + lint.cell_source(cell))
+    number, cell = next((n, c) for n, c in code_cells(nb, added=False) if lint.TODO_START in c["source"])
+    set_source(cell, "# " + "h" * (LONG - 2) + "\n" + cell["source"])
     assert lint_copy(nb, tmp_path, capsys)[0] == 0
 
 
 def test_a_long_line_in_a_todo_body_fails_and_is_named(tmp_path, capsys):
     nb = notebook()
-    number, cell = next((n, c) for n, c in code_cells(nb, added=False) if lint.TODO_START in lint.cell_source(c))
-    lines = lint.cell_source(cell).splitlines()
+    number, cell = next((n, c) for n, c in code_cells(nb, added=False) if lint.TODO_START in c["source"])
+    lines = cell["source"].splitlines()
     body = next(i for i, line in enumerate(lines) if lint.TODO_START in line) + 1
     indent = lines[body][:len(lines[body]) - len(lines[body].lstrip())]
     code_line = indent + "total = " + " + ".join(["value"] * 20)

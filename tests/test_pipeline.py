@@ -8,8 +8,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-import hw3_helpers
-from hw3tools import notebook as hw3
+import hw3_helpers as hw3
+from hw3tools import notebook as runner
 
 
 def write_notebook(path: Path, *cells) -> Path:
@@ -33,8 +33,8 @@ def test_a_failing_cell_stops_the_run_and_is_named(tmp_path):
     source = write_notebook(tmp_path / "toy.ipynb", new_code_cell("x = 1\nprint('first ran')"),
                             new_code_cell("# second cell\nraise ValueError('boom')"), new_code_cell("print('never')"))
     before = source.read_bytes()
-    with pytest.raises(hw3.RunFailed) as failure:
-        hw3.run_notebook(source, tmp_path / "out", log=lambda *a, **k: None)
+    with pytest.raises(runner.RunFailed) as failure:
+        runner.run_notebook(source, tmp_path / "out", log=lambda *a, **k: None)
     message = str(failure.value)
     assert "cell 2" in message and "# second cell" in message and "ValueError" in message and "boom" in message
     assert source.read_bytes() == before, "the source notebook was modified"
@@ -46,8 +46,8 @@ def test_a_failing_cell_stops_the_run_and_is_named(tmp_path):
 
 def test_a_hung_cell_is_stopped_by_the_time_limit(tmp_path):
     source = write_notebook(tmp_path / "toy.ipynb", new_code_cell("import time\ntime.sleep(60)"))
-    with pytest.raises(hw3.RunFailed, match="cell 1"):
-        hw3.run_notebook(source, tmp_path / "out", cell_timeout=3, log=lambda *a, **k: None)
+    with pytest.raises(runner.RunFailed, match="cell 1"):
+        runner.run_notebook(source, tmp_path / "out", cell_timeout=3, log=lambda *a, **k: None)
 
 
 def test_a_successful_run_writes_notebook_html_and_report(tmp_path):
@@ -59,7 +59,7 @@ def test_a_successful_run_writes_notebook_html_and_report(tmp_path):
         report_code("![a figure](figures/f.png)\n\nSecond."),
     )
     lines = []
-    executed = hw3.run_notebook(source, tmp_path / "out", log=lambda *a, **k: lines.append(a[0]))
+    executed = runner.run_notebook(source, tmp_path / "out", log=lambda *a, **k: lines.append(a[0]))
     assert lines[0].startswith("[1/3] import os")
     nb = nbformat.read(executed, as_version=4)
     assert str(tmp_path / "out") in nb.cells[0].outputs[0]["text"], "the kernel did not get the output folder"
@@ -91,7 +91,7 @@ def test_progress_bars_keep_their_last_state_and_their_place_between_prints():
                stream("stderr", "\r79it [00:19,  4.0it/s]"), stream("stderr", "\r79it [00:19,  4.0it/s]\n"),
                stream("stdout", "0: Avg eval accuracy 0.46\n"), stream("stderr", "\r0it [00:00, ?it/s]"),
                stream("stderr", "\r79it [00:17,  4.5it/s]\n")]
-    merged = hw3.terminal_streams(outputs)
+    merged = runner.terminal_streams(outputs)
     assert [(o["name"], o["text"]) for o in merged] == [
         ("stdout", "0: Avg eval accuracy 0.1\n"), ("stderr", "79it [00:19,  4.0it/s]\n"),
         ("stdout", "0: Avg eval accuracy 0.46\n"), ("stderr", "79it [00:17,  4.5it/s]\n")]
@@ -101,7 +101,7 @@ def test_a_real_tqdm_loop_leaves_one_line_per_bar_and_the_kernel_prints_no_warni
     source = write_notebook(tmp_path / "toy.ipynb", new_code_cell(
         "from tqdm import tqdm\nimport time\nfor epoch in range(3):\n"
         "    for i in tqdm(range(50), mininterval=0):\n        time.sleep(0.001)\n    print(f'epoch {epoch} done')"))
-    executed = hw3.run_notebook(source, tmp_path / "out", log=lambda *a, **k: None)
+    executed = runner.run_notebook(source, tmp_path / "out", log=lambda *a, **k: None)
     outputs = nbformat.read(executed, as_version=4).cells[0].outputs
     bars = "".join(o["text"] for o in outputs if o["name"] == "stderr")
     assert "\r" not in bars and [line.count("50/50") for line in bars.splitlines()] == [1, 1, 1]
@@ -112,14 +112,14 @@ def test_a_real_tqdm_loop_leaves_one_line_per_bar_and_the_kernel_prints_no_warni
 
 def test_an_executed_notebook_edited_by_hand_is_never_overwritten(tmp_path):
     source = write_notebook(tmp_path / "toy.ipynb", new_code_cell("x = 1"), new_markdown_cell(REPORT_HEADING))
-    executed = hw3.run_notebook(source, tmp_path / "out", log=lambda *a, **k: None)
-    assert not hw3.edited_since_run(executed)
+    executed = runner.run_notebook(source, tmp_path / "out", log=lambda *a, **k: None)
+    assert not runner.edited_since_run(executed)
     nb = nbformat.read(executed, as_version=4)
     nb.cells[1].source += "\n\nA sentence typed into the executed notebook."
     nbformat.write(nb, executed)
-    assert hw3.edited_since_run(executed)
-    with pytest.raises(hw3.EditedNotebook, match="edited after it was run"):
-        hw3.run_notebook(source, tmp_path / "out", log=lambda *a, **k: None)
+    assert runner.edited_since_run(executed)
+    with pytest.raises(runner.EditedNotebook, match="edited after it was run"):
+        runner.run_notebook(source, tmp_path / "out", log=lambda *a, **k: None)
     assert "A sentence typed" in executed.read_text(encoding="utf-8")
 
 
@@ -129,12 +129,12 @@ def test_saved_figures_have_the_same_bytes_every_time(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    monkeypatch.setenv(hw3_helpers.OUTPUT_ENV, str(tmp_path))
+    monkeypatch.setenv(hw3.OUTPUT_ENV, str(tmp_path))
     contents = []
     for _ in range(2):
         fig, ax = plt.subplots()
         ax.plot([0, 1, 4])
-        contents.append(hw3_helpers.save_figure(fig, "same.png").read_bytes())
+        contents.append(hw3.save_figure(fig, "same.png").read_bytes())
         plt.close(fig)
     assert contents[0] == contents[1]
 
@@ -147,7 +147,7 @@ def test_a_file_written_atomically_gets_the_mode_of_a_plain_open_under_the_same_
         plain, atomic = tmp_path / "plain.txt", tmp_path / "atomic.txt"
         with open(plain, "w", encoding="utf-8") as file:
             file.write("x")
-        hw3_helpers.write_atomically(atomic, "x")
+        hw3.write_atomically(atomic, "x")
     finally:
         os.umask(previous)
     assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
@@ -169,7 +169,7 @@ def test_the_executed_notebook_carries_what_its_kernel_reports_so_opening_it_cha
     from jupyter_client.kernelspec import KernelSpecManager
 
     source = write_notebook(tmp_path / "toy.ipynb", new_code_cell("x = 1"))
-    nb = nbformat.read(hw3.run_notebook(source, tmp_path / "out", log=lambda *a, **k: None), as_version=4)
+    nb = nbformat.read(runner.run_notebook(source, tmp_path / "out", log=lambda *a, **k: None), as_version=4)
     assert nb.metadata.language_info["name"] == "python"
     assert nb.metadata.language_info["version"] == platform.python_version()  # the Python that ran the kernel
     assert nb.metadata.kernelspec["display_name"] == KernelSpecManager().get_kernel_spec("python3").display_name

@@ -5,8 +5,8 @@ import json
 import nbformat
 from nbformat.v4 import new_markdown_cell, new_notebook
 
-from hw3tools import cli, record
-from hw3tools import notebook as hw3
+import hw3_helpers as hw3
+from hw3tools import cli, record, runs
 
 RECORD = record.load_json(record.RECORD)
 
@@ -46,7 +46,7 @@ def a_finished_run(tmp_path):
                              new_markdown_cell("The report: accuracy 0.851, as this run measured it.")])
     source = tmp_path / "homework3.ipynb"
     nbformat.write(nb, source)
-    nb.metadata[hw3.RUN_KEY] = hw3.run_stamp_metadata(nb)
+    nb.metadata[runs.RUN_KEY] = runs.run_stamp_metadata(nb)
     (tmp_path / "build").mkdir()
     nbformat.write(nb, tmp_path / "build" / "homework3.ipynb")
     (tmp_path / "build" / "metrics.json").write_text(json.dumps({"final_test_accuracy": 0.851}), encoding="utf-8")

@@ -12,13 +12,13 @@ import nbformat
 import numpy as np
 import pytest
 
-import hw3_helpers
-from hw3tools import notebook as hw3
+import hw3_helpers as hw3
+from hw3tools import notebook as runner
 from hw3tools import record
 
 matplotlib.use("Agg")
 RECORD = record.load_json(record.RECORD)
-NB = nbformat.read(hw3.NOTEBOOK, as_version=4)
+NB = nbformat.read(runner.NOTEBOOK, as_version=4)
 REPORT_CELLS = [c for c in NB.cells if hw3.REPORT_TAG in c.metadata.get("tags", [])]
 HEADS = ["**Cross-entropy in training.**", "**Generating tokens.**", "**Nucleus sampling against greedy.**",
          "**Temperature.**", "**Per-token accuracy.**"]
@@ -51,7 +51,7 @@ def pre_report_cells():
 def render(numbers: dict, tmp_path) -> str:
     """The report as the kernel writes it: the cell before the heading, then the report cells, on `numbers`
     (the figures they show stand in as placeholder files)."""
-    namespace = {**vars(hw3.load_definitions()), **copy.deepcopy(numbers), "FIGURES": tmp_path / "figures"}
+    namespace = {**vars(runner.load_definitions()), **copy.deepcopy(numbers), "FIGURES": tmp_path / "figures"}
     (tmp_path / "figures").mkdir(exist_ok=True)
     for cell in REPORT_CELLS:
         for image in hw3.linked_images(cell.source):
@@ -91,7 +91,7 @@ def test_the_appendix_is_named_only_in_the_pointer_which_carries_no_numbers(text
 
 
 def test_a_term_the_handout_does_not_use_is_defined_where_it_first_appears(text):
-    handout = " ".join(hw3.handed_out_lines(NB)).lower()
+    handout = " ".join(runner.handed_out_lines(NB)).lower()
     sentences = re.split(r"(?<=[.;])\s+", " ".join(text.split()))
     for term, definition in DEFINED_WHERE_FIRST_USED.items():
         assert term not in handout, term
@@ -107,8 +107,8 @@ def test_the_report_quotes_only_variables_of_the_graded_path():
 
 
 def test_every_claim_stands_in_the_report_and_holds_for_the_record(text):
-    assert hw3_helpers.report_verdicts(text, **claim_numbers(graded_numbers(RECORD))) == {
-        claim: "holds" for claim in hw3_helpers.REPORT_CLAIMS}
+    assert hw3.report_verdicts(text, **claim_numbers(graded_numbers(RECORD))) == {
+        claim: "holds" for claim in hw3.REPORT_CLAIMS}
     assert set(RECORD["report_claims"].values()) == {"holds"} and len(RECORD["report_claims"]) >= 10
 
 
@@ -140,15 +140,15 @@ BREAKERS = {  # claim -> a run that would not bear it out
 
 
 def test_each_claim_is_caught_when_a_run_breaks_it():
-    assert set(BREAKERS) == set(hw3_helpers.REPORT_CLAIMS)
-    for claim, holds in hw3_helpers.REPORT_CLAIMS.items():
+    assert set(BREAKERS) == set(hw3.REPORT_CLAIMS)
+    for claim, holds in hw3.REPORT_CLAIMS.items():
         numbers = copy.deepcopy(graded_numbers(RECORD))
         BREAKERS[claim](numbers)
         assert not holds(types.SimpleNamespace(**claim_numbers(numbers))), claim
 
 
 def test_a_claim_a_student_rewrote_is_reported_as_gone_not_as_false():
-    verdicts = hw3_helpers.report_verdicts("A report in my own words.", **claim_numbers(graded_numbers(RECORD)))
+    verdicts = hw3.report_verdicts("A report in my own words.", **claim_numbers(graded_numbers(RECORD)))
     assert set(verdicts.values()) == {"no longer in the report"}
 
 

@@ -125,7 +125,8 @@ def test_make_is_an_alias_of_the_command_that_windows_users_type():
     assert re.search(r"^HW3 = \$\(PYTHON\) -m hw3tools ", makefile, re.M)
     [(targets, recipe)] = re.findall(r"^([a-z ]+):\n\t(.+)$", makefile, re.M)[-1:]
     assert recipe == "$(HW3) $@"
-    assert set(targets.split()) == set(bootstrap.COMMANDS) - {"record", "tolerances"}
+    assert set(targets.split()) == set(bootstrap.COMMANDS) - {"record", "tolerances", "handout"}
+    assert "\nhandout:" in makefile and "\t$(HW3) handout $(HANDOUT)\n" in makefile  # it takes the handout's path
 
 
 def test_the_bootstrap_needs_only_the_standard_library():
@@ -261,13 +262,13 @@ THE_COPY_IMPORTS_ITS_OWN_CODE = """
 from pathlib import Path
 
 import conftest
-import hw3_helpers
+import hw3_helpers as hw3
 from hw3tools import notebook
 
 
 def test_this_copy_imports_its_own_code():
     here = Path(__file__).resolve().parents[1]
-    for module in (conftest, hw3_helpers, notebook):
+    for module in (conftest, hw3, notebook):
         assert Path(module.__file__).resolve().is_relative_to(here), module.__file__
     (here / "imported-its-own-code").touch()
 """

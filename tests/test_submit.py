@@ -11,12 +11,12 @@ import colab_standin
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-import hw3_helpers
-from hw3tools import check
+import hw3_helpers as hw3
+from hw3tools import check, runs
 from hw3tools import notebook as runner
 
 EXPORT_CELL = next(c.source for c in nbformat.read(runner.NOTEBOOK, as_version=4).cells
-                   if hw3_helpers.is_export_cell(c))
+                   if hw3.is_export_cell(c))
 LINK = "https://colab.research.google.com/drive/1AbC-xyz"
 
 
@@ -66,21 +66,21 @@ def test_in_colab_a_notebook_that_breaks_a_rule_is_not_zipped_and_the_rule_is_na
     assert "FAIL  [do not modify] cells, embedded tests and given code intact" in said
     assert "no zip written" in said and colab_standin.downloads(tmp_path) == []
     frontend = json.loads((tmp_path / "frontend.ipynb").read_text(encoding="utf-8"))
-    nbformat.validate(nbformat.from_dict(json.loads(hw3_helpers.notebook_json(hw3_helpers.as_notebook(frontend)))))
+    nbformat.validate(nbformat.from_dict(json.loads(hw3.notebook_json(hw3.as_notebook(frontend)))))
     assert isinstance(frontend["cells"][0]["source"], list) and "colab" in frontend["metadata"]
     assert frontend["cells"][-1]["outputs"] == [], "the stand-in must hand over the notebook as the cell starts"
 
 
 def test_make_zip_and_the_export_cell_call_the_same_builder_and_rubric(tmp_path, monkeypatch):
-    assert check.build_submission is hw3_helpers.build_submission  # one builder, imported, not a copy
-    assert check.check_submission is hw3_helpers.check_submission  # one rubric: `make check` prints its verdicts
+    assert check.build_submission is hw3.build_submission  # one builder, imported, not a copy
+    assert check.check_submission is hw3.check_submission  # one rubric: `make check` prints its verdicts
     calls = []
 
     def spy(nb, metrics, root, target, report_md=None, ran=None, rerun=None):
         calls.append(target)
         return [], None
 
-    monkeypatch.setattr(hw3_helpers, "build_submission", spy)
+    monkeypatch.setattr(hw3, "build_submission", spy)
     monkeypatch.setattr(check, "build_submission", spy, raising=False)
     nb = new_notebook(cells=[new_code_cell("x = 1", execution_count=1)])
     nbformat.write(nb, tmp_path / "homework3.ipynb")
@@ -90,47 +90,47 @@ def test_make_zip_and_the_export_cell_call_the_same_builder_and_rubric(tmp_path,
     colab.files = types.SimpleNamespace(download=lambda path: None)
     monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
     monkeypatch.setitem(sys.modules, "google.colab", colab)
-    monkeypatch.setenv(hw3_helpers.OUTPUT_ENV, str(tmp_path))
-    hw3_helpers.submit_from_colab()
+    monkeypatch.setenv(hw3.OUTPUT_ENV, str(tmp_path))
+    hw3.submit_from_colab()
     assert len(calls) == 2, "make zip and the notebook's last cell must both go through hw3_helpers' builder"
 
 
 def link_notebook(link_text="*(not shared yet)*"):
-    link = new_markdown_cell(f"{hw3_helpers.COLAB_LEAD} {link_text}")
-    link.metadata["tags"] = [hw3_helpers.ADDED_TAG, hw3_helpers.COLAB_TAG]
+    link = new_markdown_cell(f"{hw3.COLAB_LEAD} {link_text}")
+    link.metadata["tags"] = [hw3.ADDED_TAG, hw3.COLAB_TAG]
     return new_notebook(cells=[new_markdown_cell("# Title"), link, new_markdown_cell("How to read (added)."),
                                new_code_cell("x = 1")])
 
 
 def test_after_make_run_the_link_and_any_markdown_need_no_new_run_and_code_does():
-    ran = hw3_helpers.as_notebook(link_notebook())
+    ran = hw3.as_notebook(link_notebook())
     ran["cells"][3]["execution_count"] = 1
     record = {"1": "x = 1"}
-    source = hw3_helpers.as_notebook(link_notebook(f"[open in Colab]({LINK})"))
+    source = hw3.as_notebook(link_notebook(f"[open in Colab]({LINK})"))
     source["cells"][2]["source"] = "How to read (added), one word more."
-    zipped = hw3_helpers.with_outputs_of(source, ran)
-    assert hw3_helpers.colab_link(zipped) == LINK and zipped["cells"][2]["source"].endswith("one word more.")
-    assert hw3_helpers.code_not_as_ran(zipped, record) is None
+    zipped = runs.with_outputs_of(source, ran)
+    assert hw3.colab_link(zipped) == LINK and zipped["cells"][2]["source"].endswith("one word more.")
+    assert hw3.code_not_as_ran(zipped, record) is None
     source["cells"][3]["source"] = "x = 2"
-    assert "was changed after it ran" in hw3_helpers.code_not_as_ran(hw3_helpers.with_outputs_of(source, ran), record)
+    assert "was changed after it ran" in hw3.code_not_as_ran(runs.with_outputs_of(source, ran), record)
 
 
 def test_the_link_cell_is_found_by_its_first_words_where_tags_are_gone():
-    nb = hw3_helpers.as_notebook(colab_standin.colab_form(link_notebook(LINK)))
+    nb = hw3.as_notebook(colab_standin.colab_form(link_notebook(LINK)))
     assert not any(cell["metadata"].get("tags") for cell in nb["cells"])
-    assert hw3_helpers.colab_link(nb) == LINK
+    assert hw3.colab_link(nb) == LINK
 
 
 def test_a_run_stamped_before_the_link_was_set_aside_is_still_read_as_it_was():
-    nb = hw3_helpers.as_notebook(link_notebook())
-    nb["metadata"][hw3_helpers.RUN_KEY] = {"sources_sha256": hw3_helpers.sources_fingerprint(nb, link_cell_aside=False)}
-    assert not hw3_helpers.edited_after_run(nb)
+    nb = hw3.as_notebook(link_notebook())
+    nb["metadata"][runs.RUN_KEY] = {"sources_sha256": runs.sources_fingerprint(nb, link_cell_aside=False)}
+    assert not runs.edited_after_run(nb)
     nb["cells"][1]["source"] += " " + LINK
-    assert hw3_helpers.edited_after_run(nb)
+    assert runs.edited_after_run(nb)
 
 
 def test_a_report_figure_is_shown_as_the_image_and_reaches_report_md_as_its_link():
-    heading = new_markdown_cell(hw3_helpers.REPORT_HEADING + " (min 300 words - max 600 words)")
+    heading = new_markdown_cell(hw3.REPORT_HEADING + " (min 300 words - max 600 words)")
     cell = new_code_cell("report(...)")
     cell.outputs = [new_output("display_data", data={"text/markdown": "**Part.** Text."}),
                     new_output("display_data", data={"image/png": "iVBORw0KGgo=",
@@ -138,10 +138,10 @@ def test_a_report_figure_is_shown_as_the_image_and_reaches_report_md_as_its_link
     check_cell = new_code_cell("report_check = hw3.check_report(report_parts.values())")
     check_cell.outputs = [new_output("display_data", data={"text/markdown": "All claims hold."})]
     nb = new_notebook(cells=[heading, cell, check_cell])
-    assert hw3_helpers.report_text(nb) == "**Part.** Text.\n\n![A figure](figures/a.png)\n"
-    colab = hw3_helpers.as_notebook(colab_standin.colab_form(nb))  # no tags: the check is found by its call
-    assert hw3_helpers.report_text(colab) == hw3_helpers.report_text(nb)
-    assert hw3_helpers.notebook_images(colab) == ["figures/a.png"]
+    assert hw3.report_text(nb) == "**Part.** Text.\n\n![A figure](figures/a.png)\n"
+    colab = hw3.as_notebook(colab_standin.colab_form(nb))  # no tags: the check is found by its call
+    assert hw3.report_text(colab) == hw3.report_text(nb)
+    assert hw3.notebook_images(colab) == ["figures/a.png"]
 
 
 def stamped_run(folder: Path) -> dict:
@@ -155,29 +155,29 @@ def stamped_run(folder: Path) -> dict:
 
     cell = new_markdown_cell("![A](figures/a.png)")
     code = new_code_cell("print(...)", execution_count=1)
-    os.environ[hw3_helpers.OUTPUT_ENV] = str(folder)
+    os.environ[hw3.OUTPUT_ENV] = str(folder)
     try:
         fig, _ = plt.subplots()
-        hw3_helpers.save_figure(fig, "a.png")  # a figure this run writes
+        hw3.save_figure(fig, "a.png")  # a figure this run writes
         plt.close(fig)
-        stamp = hw3_helpers.write_metrics({"final_test_accuracy": 0.85})
+        stamp = hw3.write_metrics({"final_test_accuracy": 0.85})
     finally:
-        del os.environ[hw3_helpers.OUTPUT_ENV]
+        del os.environ[hw3.OUTPUT_ENV]
     code.outputs = [new_output("stream", name="stdout", text=f"wrote build/metrics.json, run stamp {stamp}\n")]
-    return hw3_helpers.as_notebook(new_notebook(cells=[cell, code]))
+    return hw3.as_notebook(new_notebook(cells=[cell, code]))
 
 
 def test_the_notebook_its_metrics_and_its_figures_must_come_from_one_run(tmp_path):
     nb = stamped_run(tmp_path)
     metrics = tmp_path / "build" / "metrics.json"
-    assert hw3_helpers.one_run_problem(nb, metrics.read_bytes(), tmp_path) is None
+    assert hw3.one_run_problem(nb, metrics.read_bytes(), tmp_path) is None
     drawn = (tmp_path / "figures" / "a.png").read_bytes()
     (tmp_path / "figures" / "a.png").write_bytes(b"another run's figure")
-    assert "figures/a.png" in hw3_helpers.one_run_problem(nb, metrics.read_bytes(), tmp_path)
+    assert "figures/a.png" in hw3.one_run_problem(nb, metrics.read_bytes(), tmp_path)
     (tmp_path / "figures" / "a.png").write_bytes(drawn)
-    assert "another run's" in hw3_helpers.one_run_problem(nb, metrics.read_bytes() + b" ", tmp_path)
-    assert "no run stamp" in hw3_helpers.one_run_problem(
-        hw3_helpers.as_notebook(new_notebook(cells=[new_code_cell("x")])), metrics.read_bytes(), tmp_path)
+    assert "another run's" in hw3.one_run_problem(nb, metrics.read_bytes() + b" ", tmp_path)
+    assert "no run stamp" in hw3.one_run_problem(
+        hw3.as_notebook(new_notebook(cells=[new_code_cell("x")])), metrics.read_bytes(), tmp_path)
 
 
 def test_with_a_saved_run_and_a_make_run_notebook_the_newer_is_taken_and_named(tmp_path, capsys):

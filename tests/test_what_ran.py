@@ -11,9 +11,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-import hw3_helpers
+import hw3_helpers as hw3
 from hw3_helpers import FAIL, PASS, code_not_as_ran
-from hw3tools import check
+from hw3tools import check, runs
 from hw3tools import notebook as runner
 
 PROOF = "the code is what the kernel ran: every code cell once, in order, from a fresh kernel"
@@ -28,7 +28,7 @@ def ran_notebook(*sources, markdown="# A title"):
     for count, source in enumerate(sources, start=1):
         cells.append(new_code_cell(source, execution_count=count))
     record = {str(count): source for count, source in enumerate(sources, start=1)}
-    return hw3_helpers.as_notebook(new_notebook(cells=cells)), record
+    return hw3.as_notebook(new_notebook(cells=cells)), record
 
 
 def code_cell(nb, number):
@@ -99,8 +99,8 @@ def test_a_run_not_from_a_fresh_kernel_fails():
 
 
 def test_markdown_cells_the_link_empty_code_cells_and_the_export_cell_need_no_new_run():
-    nb, record = ran_notebook("a = 1", "b = 2", markdown=f"{hw3_helpers.COLAB_LEAD} *(not shared yet)*")
-    nb["cells"][0]["source"] = f"{hw3_helpers.COLAB_LEAD} https://colab.research.google.com/drive/1AbC"
+    nb, record = ran_notebook("a = 1", "b = 2", markdown=f"{hw3.COLAB_LEAD} *(not shared yet)*")
+    nb["cells"][0]["source"] = f"{hw3.COLAB_LEAD} https://colab.research.google.com/drive/1AbC"
     nb["cells"].insert(2, {"cell_type": "markdown", "metadata": {}, "source": "My own words, added after the run."})
     nb["cells"].insert(2, {"cell_type": "code", "metadata": {}, "source": "  \n", "outputs": [],
                            "execution_count": None})  # a frontend never sends an empty cell
@@ -129,7 +129,7 @@ def recording_notebook(folder):
         new_code_cell("%matplotlib inline\nimport os\nx = 1\n"),
         new_code_cell("#@title Report: a part\nprint(f'x is {x}')"),
         new_code_cell(""),
-        new_code_cell("import hw3_helpers\nstamp = hw3_helpers.write_metrics({'final_test_accuracy': 0.9})"),
+        new_code_cell("import hw3_helpers as hw3\nstamp = hw3.write_metrics({'final_test_accuracy': 0.9})"),
     ])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, folder / "homework3.ipynb")
@@ -141,12 +141,12 @@ def test_the_kernels_own_record_matches_the_cells_it_ran_magics_and_titles_inclu
     (tmp_path / "hw3_helpers.py").write_bytes((runner.ROOT / "hw3_helpers.py").read_bytes())
     out = tmp_path / "out"
     executed = runner.run_notebook(recording_notebook(tmp_path), out, log=lambda *a, **k: None)
-    nb = hw3_helpers.read_notebook(executed)
+    nb = hw3.read_notebook(executed)
     metrics = json.loads((out / "build" / "metrics.json").read_text(encoding="utf-8"))
-    assert set(metrics[hw3_helpers.KERNEL_RAN]) == {"1", "2", "3"}  # the empty cell was never sent
-    assert code_not_as_ran(nb, metrics[hw3_helpers.KERNEL_RAN]) is None
+    assert set(metrics[hw3.KERNEL_RAN]) == {"1", "2", "3"}  # the empty cell was never sent
+    assert code_not_as_ran(nb, metrics[hw3.KERNEL_RAN]) is None
     code_cell(nb, 2)["source"] = "#@title Report: a part\nprint(f'x is {x}!')"
-    assert "was changed after it ran" in code_not_as_ran(nb, metrics[hw3_helpers.KERNEL_RAN])
+    assert "was changed after it ran" in code_not_as_ran(nb, metrics[hw3.KERNEL_RAN])
 
 
 # --- Every number of the report is the run's ----------------------------------------------------------------------
@@ -161,7 +161,7 @@ METRICS = {"final_test_accuracy": 0.8506875, "late_accuracy": 0.8941, "next_prob
 
 
 def unsupported(text, handout=(0.65, 300.0, 600.0)):
-    return hw3_helpers.unsupported_numbers(text, METRICS, list(handout))
+    return hw3.unsupported_numbers(text, METRICS, list(handout))
 
 
 def test_numbers_of_the_run_at_the_precision_written_pass():
@@ -183,7 +183,7 @@ def test_a_number_from_an_older_run_or_a_rounding_slip_fails():
 
 def test_the_handouts_numbers_versions_integers_and_addresses_are_not_checked_as_run_numbers():
     assert unsupported("The handout asks for 0.65 and 300–600 words; torch 2.11 and 2.11.0 here; 49 pairs, "
-                       "64 positions, 8 epochs; see [the paper](https://arxiv.org/abs/2104.09864) and "
+                       "64 positions, 5 epochs; see [the paper](https://arxiv.org/abs/2104.09864) and "
                        "![fig](figures/v1.5.png).") == []
 
 
@@ -192,12 +192,12 @@ def test_the_appendixs_long_series_do_not_count_as_numbers_a_report_may_quote():
 
 
 def test_the_handout_numbers_are_read_from_the_handed_out_cells_only():
-    nb = hw3_helpers.as_notebook(nbformat.read(runner.NOTEBOOK, as_version=4))
-    numbers = hw3_helpers.handout_numbers(nb)
+    nb = hw3.as_notebook(nbformat.read(runner.NOTEBOOK, as_version=4))
+    numbers = hw3.handout_numbers(nb)
     assert {0.65, 300.0, 600.0, 0.1, 0.01, 128.0} <= set(numbers)
     for cell in nb["cells"]:  # Colab keeps no tags: the cells are found by their fingerprints, not by tags
         cell["metadata"] = {}
-    assert sorted(hw3_helpers.handout_numbers(nb)) == sorted(numbers)
+    assert sorted(hw3.handout_numbers(nb)) == sorted(numbers)
     assert 0.0002 not in numbers  # a number of our own prose (the seed cell's) is not the handout's
     assert 0.7311 not in numbers and 1.7744 not in numbers  # nor the expected values of the embedded tests
 
@@ -211,17 +211,17 @@ def stamped(folder, *markdown):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    os.environ[hw3_helpers.OUTPUT_ENV] = str(folder)
+    os.environ[hw3.OUTPUT_ENV] = str(folder)
     try:
         fig, _ = plt.subplots()
-        hw3_helpers.save_figure(fig, "run.png")
+        hw3.save_figure(fig, "run.png")
         plt.close(fig)
-        stamp = hw3_helpers.write_metrics({"final_test_accuracy": 0.85})
+        stamp = hw3.write_metrics({"final_test_accuracy": 0.85})
     finally:
-        del os.environ[hw3_helpers.OUTPUT_ENV]
+        del os.environ[hw3.OUTPUT_ENV]
     code = new_code_cell("print(...)", execution_count=1)
     code.outputs = [new_output("stream", name="stdout", text=f"wrote build/metrics.json, run stamp {stamp}\n")]
-    nb = hw3_helpers.as_notebook(new_notebook(cells=[*map(new_markdown_cell, markdown), code]))
+    nb = hw3.as_notebook(new_notebook(cells=[*map(new_markdown_cell, markdown), code]))
     return nb, (folder / "build" / "metrics.json").read_bytes()
 
 
@@ -234,20 +234,20 @@ def test_a_picture_of_the_students_own_is_zipped_and_listed_as_theirs(tmp_path, 
     (tmp_path / "my_diagram.png").write_bytes(b"a picture drawn by hand")
     nb, metrics = stamped(tmp_path, "![run](figures/run.png)", "![mine](my_diagram.png)")
     (tmp_path / "my_diagram.png").write_bytes(b"the same picture, drawn again after the run")
-    results = hw3_helpers.check_submission(nb, metrics, tmp_path)
+    results = hw3.check_submission(nb, metrics, tmp_path)
     assert verdict(results, ONE_RUN)[0] == PASS
     assert verdict(results, IMAGES) == (PASS, "2 images, yours: my_diagram.png")
-    files = hw3_helpers.submission_files(nb, metrics, tmp_path)
+    files = hw3.submission_files(nb, metrics, tmp_path)
     assert files["my_diagram.png"] == b"the same picture, drawn again after the run" and "figures/run.png" in files
-    monkeypatch.setattr(hw3_helpers, "check_submission", lambda *args, **kwargs: [])  # the other rules aside
-    hw3_helpers.build_submission(nb, metrics, tmp_path, tmp_path / "z.zip")
+    monkeypatch.setattr(hw3, "check_submission", lambda *args, **kwargs: [])  # the other rules aside
+    hw3.build_submission(nb, metrics, tmp_path, tmp_path / "z.zip")
     assert "your own pictures in it (the run did not write them): my_diagram.png" in capsys.readouterr().out
 
 
 def test_a_figure_the_run_wrote_changed_after_it_is_refused(tmp_path):
     nb, metrics = stamped(tmp_path, "![run](figures/run.png)")
     (tmp_path / "figures" / "run.png").write_bytes(b"drawn by a later run")
-    status, detail = verdict(hw3_helpers.check_submission(nb, metrics, tmp_path), ONE_RUN)
+    status, detail = verdict(hw3.check_submission(nb, metrics, tmp_path), ONE_RUN)
     assert status == FAIL and "written by another run than this notebook's: figures/run.png" in detail
 
 
@@ -258,12 +258,12 @@ def test_a_picture_from_outside_the_folder_is_refused_with_the_fix_and_never_rea
     folder.mkdir()
     (tmp_path / "x.png").write_bytes(b"outside")
     nb, metrics = stamped(folder, link if link.startswith("<") else f"![x]({link})")
-    status, detail = verdict(hw3_helpers.check_submission(nb, metrics, folder), IMAGES)
+    status, detail = verdict(hw3.check_submission(nb, metrics, folder), IMAGES)
     assert status == FAIL and "lies outside the notebook's folder" in detail and "link it by a relative path" in detail
     read = []
     original = type(folder).read_bytes
     monkeypatch.setattr(type(folder), "read_bytes", lambda self: read.append(self) or original(self))
-    files = hw3_helpers.submission_files(nb, metrics, folder)
+    files = hw3.submission_files(nb, metrics, folder)
     assert all(".." not in name and not name.startswith("/") and ":" not in name for name in files)
     assert not any(path.name == "x.png" for path in read)
 
@@ -271,8 +271,8 @@ def test_a_picture_from_outside_the_folder_is_refused_with_the_fix_and_never_rea
 def test_web_images_and_attachments_stay_links_and_an_encoded_name_is_found(tmp_path):
     (tmp_path / "my diagram.png").write_bytes(b"mine")
     nb, metrics = stamped(tmp_path, "![w](https://example.org/a.png) ![a](attachment:b.png) ![m](my%20diagram.png)")
-    assert hw3_helpers.notebook_images(nb) == ["my diagram.png"]
-    assert verdict(hw3_helpers.check_submission(nb, metrics, tmp_path), IMAGES)[0] == PASS
+    assert hw3.notebook_images(nb) == ["my diagram.png"]
+    assert verdict(hw3.check_submission(nb, metrics, tmp_path), IMAGES)[0] == PASS
 
 
 # --- The zip as a grader unpacks it --------------------------------------------------------------------------------
@@ -280,8 +280,8 @@ def test_web_images_and_attachments_stay_links_and_an_encoded_name_is_found(tmp_
 def test_zip_entries_unpack_readable_by_all_dated_by_the_run_and_the_same_run_gives_the_same_bytes(tmp_path):
     metrics = json.dumps({"written_at": "2026-12-05T10:51:39Z"}).encode()
     files = {"homework3.ipynb": b"{}", "figures/a.png": b"png", "metrics.json": metrics}
-    first = hw3_helpers.write_zip(files, tmp_path / "a.zip", hw3_helpers.run_date(metrics))
-    second = hw3_helpers.write_zip(files, tmp_path / "b.zip", hw3_helpers.run_date(metrics))
+    first = hw3.write_zip(files, tmp_path / "a.zip", hw3.run_date(metrics))
+    second = hw3.write_zip(files, tmp_path / "b.zip", hw3.run_date(metrics))
     assert first.read_bytes() == second.read_bytes()
     with zipfile.ZipFile(first) as archive:
         for info in archive.infolist():
@@ -294,11 +294,11 @@ def test_zip_entries_unpack_readable_by_all_dated_by_the_run_and_the_same_run_gi
 def test_a_zip_entry_that_would_unpack_outside_is_refused():
     for name in ("../x.png", "/etc/x.png", "C:/x.png"):
         with pytest.raises(ValueError, match="outside"):
-            hw3_helpers.write_zip({name: b""}, os.devnull + ".zip")
+            hw3.write_zip({name: b""}, os.devnull + ".zip")
 
 
 def test_a_run_without_a_date_gets_the_zip_formats_first_day():
-    assert hw3_helpers.run_date(None) == hw3_helpers.run_date(b"{}") == (1980, 1, 1, 0, 0, 0)
+    assert hw3.run_date(None) == hw3.run_date(b"{}") == (1980, 1, 1, 0, 0, 0)
 
 
 # --- `make run`'s copy and the student's notebook --------------------------------------------------------------------
@@ -306,29 +306,29 @@ def test_a_run_without_a_date_gets_the_zip_formats_first_day():
 def test_a_make_run_copy_is_read_with_the_students_markdown_and_link_and_its_code_held_to_what_ran():
     executed, record = ran_notebook("a = 1", "b = 2", markdown="Old words.")
     executed["cells"][1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "run output\n"}]
-    executed["metadata"][hw3_helpers.RUN_KEY] = hw3_helpers.run_stamp_metadata(executed)
+    executed["metadata"][runs.RUN_KEY] = runs.run_stamp_metadata(executed)
     source = json.loads(json.dumps(executed))
     for cell in source["cells"]:
         if cell["cell_type"] == "code":
             cell["execution_count"], cell["outputs"] = None, []
     source["cells"][0]["source"] = "New words, written after the run."
     source["cells"].insert(2, {"cell_type": "markdown", "metadata": {}, "source": "A cell of my own."})
-    merged = hw3_helpers.with_outputs_of(source, executed)
+    merged = runs.with_outputs_of(source, executed)
     assert [c["source"] for c in merged["cells"]] == ["New words, written after the run.", "a = 1",
                                                       "A cell of my own.", "b = 2"]
-    assert merged["cells"][1]["outputs"][0]["text"] == "run output\n" and hw3_helpers.RUN_KEY not in merged["metadata"]
+    assert merged["cells"][1]["outputs"][0]["text"] == "run output\n" and runs.RUN_KEY not in merged["metadata"]
     assert code_not_as_ran(merged, record) is None
     source["cells"][3]["source"] = "b = 3"
-    assert 'cell 4 "b = 3" was changed after it ran' in code_not_as_ran(hw3_helpers.with_outputs_of(source, executed),
+    assert 'cell 4 "b = 3" was changed after it ran' in code_not_as_ran(runs.with_outputs_of(source, executed),
                                                                          record)
 
 
 def test_make_check_and_zip_name_the_route_s_own_fix(tmp_path, capsys):
     executed, record = ran_notebook("a = 1")
-    executed["metadata"][hw3_helpers.RUN_KEY] = hw3_helpers.run_stamp_metadata(executed)
+    executed["metadata"][runs.RUN_KEY] = runs.run_stamp_metadata(executed)
     (tmp_path / "build").mkdir()
     (tmp_path / "build" / "homework3.ipynb").write_text(json.dumps(executed), encoding="utf-8")
-    metrics = json.dumps({hw3_helpers.KERNEL_RAN: record})
+    metrics = json.dumps({hw3.KERNEL_RAN: record})
     (tmp_path / "build" / "metrics.json").write_text(metrics, encoding="utf-8")
     source = json.loads(json.dumps(executed))
     source["cells"][1]["source"] = "a = 2"

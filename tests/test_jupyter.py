@@ -38,9 +38,10 @@ def saved(tmp_path_factory):
     shutil.copy(runner.ROOT / "hw3_helpers.py", folder)
     shutil.copytree(runner.ROOT / "study", folder / "study")
     shutil.copytree(runner.ROOT / "hw3tools", folder / "hw3tools", ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--inplace",
-                    "--ExecutePreprocessor.timeout=900", "homework3.ipynb"], cwd=folder, check=True,
-                   capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                           "--inplace", "--ExecutePreprocessor.timeout=900", "homework3.ipynb"], cwd=folder,
+                          capture_output=True, text=True, encoding="utf-8")
+    assert done.returncode == 0, f"nbconvert --execute failed:\n{done.stderr[-3000:]}"  # say why, not only that
     return folder
 
 

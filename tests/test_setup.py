@@ -275,23 +275,29 @@ def test_this_copy_imports_its_own_code():
 
 
 @INSIDE_THE_PROBE
-def test_after_a_run_elsewhere_rewrote_report_and_figures_the_fast_suite_passes_with_no_encoding_warning(tmp_path):
+def test_after_a_run_elsewhere_and_a_new_handout_ported_the_fast_suite_passes_with_no_encoding_warning(tmp_path):
     """Students run `make run` then `make test`: the suite holds no test to the committed report.md or figures, which
-    their run has just rewritten. It runs under the encoding probe too: on Windows, text I/O without encoding= uses
-    the locale's code page; -X warn_default_encoding makes each such call warn (Python >= 3.10), and the probe
-    (tests/conftest.py) turns that into a failure where it happens in our files."""
+    their run has just rewritten. A maintainer ports a new handout (the drill: another number of epochs, one cell
+    edited): no test needs an edit, and those that hold the committed study to the setup say it was trained for
+    another one. It runs under the encoding probe too: on Windows, text I/O without encoding= uses the locale's code
+    page; -X warn_default_encoding makes each such call warn (Python >= 3.10), and the probe (tests/conftest.py)
+    turns that into a failure where it happens in our files."""
+    from test_handout import port_a_drilled_handout
+
     project = copy_of_the_project(tmp_path / "project")
     before, after, figures = rewrite_as_a_run_on_another_machine_would(project)
     assert before != after and figures
+    port_a_drilled_handout(project, tmp_path)
     (project / "tests" / "test_zz_the_copy.py").write_text(THE_COPY_IMPORTS_ITS_OWN_CODE, encoding="utf-8")
     env = {**os.environ, "HW3_ENCODING_PROBE": "1"}
     env.pop("PYTHONPATH", None)  # it would put this checkout's code before the copy's
     result = subprocess.run(
-        [sys.executable, "-X", "warn_default_encoding", "-m", "pytest", "-q",
+        [sys.executable, "-X", "warn_default_encoding", "-m", "pytest", "-q", "-rs",
          "-m", "not e2e", "-p", "no:cacheprovider", "-x"],
         cwd=project, capture_output=True, text=True, encoding="utf-8", timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-4000:]
     assert (project / "imported-its-own-code").exists()
+    assert "trained for another setup than the notebook's" in result.stdout  # `make study` named, not a failure
 
 
 @INSIDE_THE_PROBE

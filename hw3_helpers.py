@@ -15,8 +15,8 @@ Its sections, in the order a run uses them:
    it: `TRAINING_CELLS`, `training_cells`, `training_fingerprint`, `stale_runs`, `kernel_sources`,
    `study_provenance`.
 5. **The submission**, shared by the notebook's last cell (in Colab), `make check` and `make zip`; standard library
-   only. The notebook as JSON: `read_notebook`, `as_notebook`, `report_cells`, `report_text`, `notebook_images`,
-   `HANDED_OUT_CELLS` (written by `python -m hw3tools handout`), `handed_out_intact`. The rubric:
+   only. The notebook as JSON: `read_notebook`, `as_notebook`, `report_cells`, `report_text`, `linked_pictures`,
+   `HANDED_OUT_CELLS` (written by `python -m hw3tools handout`), `handed_out_form`, `handed_out_intact`. The rubric:
    `check_submission`, with `code_not_as_ran` (each code cell against the kernel's record), `one_run_problem` and
    `unsupported_numbers`. The zip: `submission_files`, `write_zip`, `build_submission`, `notebook_html`. And
    `submit_from_colab`.
@@ -35,6 +35,7 @@ import zipfile
 from datetime import UTC, datetime
 from itertools import zip_longest
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import unquote
 
 try:  # the analysis needs both; the submission section at the end needs neither (`make check` reads JSON only)
@@ -58,8 +59,18 @@ def _flat_from_10(n) -> bool:
     return bool(steep and abs(halves[0].mean() - halves[1].mean()) < 0.02)
 
 
+def _flat_part_near_the_share_that_follows_the_rule(n) -> bool:
+    """The flat part lies close to what a predictor that knew each sequence's pair would reach: the share of tokens
+    that are not "+1" jumps, plus the jumps that land on the rule's value (about one in `vocab_size`). Close is at
+    most 3 points below that share, or 1 point above the whole (the jumps' landing share is approximate)."""
+    late = float(np.mean(n.per_token_acc[10:]))
+    follows_the_rule = 1 - n.next_prob
+    return follows_the_rule - 0.03 < late < follows_the_rule + n.next_prob / n.vocab_size + 0.01
+
+
 # A fragment of a report sentence -> its test on the run's numbers (rule_consistent and distinct by setting,
-# "greedy" or (t, top_p), and per_token_acc), as the notebook passes them to check_report.
+# "greedy" or (t, top_p), and per_token_acc) and the notebook's constants (next_prob, vocab_size), as the notebook
+# passes them to check_report.
 REPORT_CLAIMS = {
     "the 8 continuations of a prompt are always the same": lambda n: n.distinct["greedy"] == 1,
     "at a price": lambda n: n.rule_consistent[1.0, 0.9] < n.rule_consistent["greedy"],
@@ -76,7 +87,7 @@ REPORT_CLAIMS = {
     "A small nucleus protects against high temperature":
         lambda n: all(n.rule_consistent[t, 0.5] > n.rule_consistent[t, 1.0] + 0.1 for t in (1.5, 2.0)),
     "climbs steeply and stays flat from about position 10 on": _flat_from_10,
-    "the flat part lies close to that": lambda n: 0.87 < float(np.mean(n.per_token_acc[10:])) < 0.925,
+    "the flat part lies close to that": _flat_part_near_the_share_that_follows_the_rule,
 }
 
 
@@ -182,8 +193,8 @@ def write_atomically(path: Path, text: str) -> None:
 # Analysis: the Bayes-optimal predictor of the assignment's data
 # --------------------------------------------------------------------------------------------------------------
 
-def bayes_filter(sequences: np.ndarray, vocab_size: int = 7, next_prob: float = 0.1,
-                 n_first: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def bayes_filter(sequences: np.ndarray, vocab_size: int, next_prob: float,
+                 n_first: int) -> tuple[np.ndarray, np.ndarray]:
     """The exact posterior of the generating process, token by token: next-token predictions and coefficients.
 
     The process (`generate_recursive` + `SeqGen`): hidden initial values and coefficients, each uniform on
@@ -234,8 +245,8 @@ def bayes_filter(sequences: np.ndarray, vocab_size: int = 7, next_prob: float = 
     return predictive, coefficients
 
 
-def bayes_predictive(sequences: np.ndarray, vocab_size: int = 7, next_prob: float = 0.1,
-                     n_first: int = 2) -> np.ndarray:
+def bayes_predictive(sequences: np.ndarray, vocab_size: int, next_prob: float,
+                     n_first: int) -> np.ndarray:
     """P(token t | tokens before t) for every token of every sequence: `bayes_filter`'s predictions alone."""
     return bayes_filter(sequences, vocab_size, next_prob, n_first)[0]
 
@@ -702,7 +713,7 @@ def plot_study_levers(summary: dict):
             line, = ax.plot(steps, mean, "o-", ms=2.5, label=label)
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.axhline(ceiling, ls="--", color="black", label=f"Bayes ceiling {ceiling:.3f} (study's test sets)")
-        ax.set(title=f"lever: {lever}", xlabel="training steps (batches of 128)", xscale="log", ylim=(0.6, 0.9),
+        ax.set(title=f"lever: {lever}", xlabel="training steps (one batch each)", xscale="log", ylim=(0.6, 0.9),
                ylabel="test accuracy, mean ± s.d.")
         low, high = ax.get_xlim()  # plain numbers at 1-2-5 steps, not 2×10^2 3×10^2 running together
         ticks = [t for t in (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000) if low <= t <= high]
@@ -1112,16 +1123,16 @@ def fingerprint(lines: list[str]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
+def handed_out_form(cell: dict) -> tuple[str, list[str]]:
+    """A cell as the handout gives it: its type and its significant lines, TODO bodies removed."""
+    source = strip_todo_bodies(cell["source"]) if cell["cell_type"] == "code" else cell["source"]
+    return cell["cell_type"], significant_lines(source)
+
+
 def handed_out_cells(nb) -> list[tuple[str, str]]:
-    """(fingerprint, first line) of every cell not tagged `added`, TODO bodies removed: what a grader compares."""
-    cells = []
-    for cell in nb["cells"]:
-        if is_added(cell):
-            continue
-        source = strip_todo_bodies(cell["source"]) if cell["cell_type"] == "code" else cell["source"]
-        lines = significant_lines(source)
-        cells.append((fingerprint([cell["cell_type"], *lines]), lines[0] if lines else ""))
-    return cells
+    """(fingerprint, first line) of every cell not tagged `added`, in the handout's form: what a grader compares."""
+    forms = [handed_out_form(cell) for cell in nb["cells"] if not is_added(cell)]
+    return [(fingerprint([kind, *lines]), lines[0] if lines else "") for kind, lines in forms]
 
 
 def handed_out_intact(nb) -> tuple[bool, str]:
@@ -1211,15 +1222,28 @@ def _linked_in(nb) -> list[str]:
     return linked_images(markdown)
 
 
-def notebook_images(nb) -> list[str]:
-    """Every picture the notebook links from its own folder (in its markdown cells and in the report its cells
-    display), as a relative path: what the zip carries beside it."""
-    return sorted({path for path, _ in map(image_path, _linked_in(nb)) if path})
+class Pictures(NamedTuple):
+    """The pictures a notebook links (in its markdown cells and in the report its cells display), worked out once
+    per check: those in its folder as relative paths (what the zip carries beside it), why each one linked from
+    outside the folder is refused, and which of those in the folder the run wrote (metrics.json fingerprints them;
+    the others are the student's own)."""
+
+    inside: list[str]
+    refused: list[str]
+    by_the_run: list[str]
+
+    @property
+    def own(self) -> list[str]:
+        return [image for image in self.inside if image not in self.by_the_run]
 
 
-def images_outside(nb) -> list[str]:
-    """Why each image linked from outside the notebook's folder is refused."""
-    return sorted({problem for _, problem in map(image_path, _linked_in(nb)) if problem})
+def linked_pictures(nb, metrics_bytes: bytes | None) -> Pictures:
+    """The notebook's pictures, against the run whose metrics.json is `metrics_bytes` (None: no run)."""
+    places = [image_path(link) for link in _linked_in(nb)]
+    inside = sorted({path for path, _ in places if path})
+    recorded = json.loads(metrics_bytes).get("figures", {}) if metrics_bytes else {}
+    return Pictures(inside, sorted({problem for _, problem in places if problem}),
+                    [image for image in inside if image in recorded])
 
 
 def words(text: str) -> int:
@@ -1348,7 +1372,7 @@ def code_not_as_ran(nb, ran: dict[str, str] | None, rerun: str = RERUN) -> str |
     return None
 
 
-def one_run_problem(nb, metrics_bytes: bytes | None, root: Path) -> str | None:
+def one_run_problem(nb, metrics_bytes: bytes | None, root: Path, pictures: Pictures | None = None) -> str | None:
     """Why the notebook, the metrics and the figures are not one run's, or None: metrics.json must be the file
     whose stamp the notebook printed, and each figure the run wrote that the notebook links must be the file that
     metrics.json fingerprinted (a picture the run never writes is the student's own, and may change)."""
@@ -1360,17 +1384,12 @@ def one_run_problem(nb, metrics_bytes: bytes | None, root: Path) -> str | None:
     if file_digest(metrics_bytes)[:12] != stamp:
         return (f"build/metrics.json is another run's (stamp {file_digest(metrics_bytes)[:12]}; the notebook "
                 f"printed {stamp}): run the notebook again")
-    changed = [image for image in run_images(nb, metrics_bytes) if (root / image).is_file()
+    pictures = pictures or linked_pictures(nb, metrics_bytes)
+    changed = [image for image in pictures.by_the_run if (root / image).is_file()
                and json.loads(metrics_bytes)["figures"][image] != file_digest((root / image).read_bytes())]
     if changed:
         return f"written by another run than this notebook's: {', '.join(changed)}"
     return None
-
-
-def run_images(nb, metrics_bytes: bytes | None) -> list[str]:
-    """The linked pictures that the run wrote (metrics.json fingerprints them); the others are the student's own."""
-    recorded = json.loads(metrics_bytes).get("figures", {}) if metrics_bytes else {}
-    return [image for image in notebook_images(nb) if image in recorded]
 
 
 # --- Every number the report states is one the run measured or was set to, or one of the handout.
@@ -1420,9 +1439,9 @@ def handout_numbers(nb) -> list[float]:
     handed_out = {expected for expected, _ in HANDED_OUT_CELLS}
     numbers = []
     for cell in nb["cells"]:
-        source = strip_todo_bodies(cell["source"]) if cell["cell_type"] == "code" else cell["source"]
-        if (fingerprint([cell["cell_type"], *significant_lines(source)]) in handed_out
-                and not source.lstrip().startswith("##### TESTS START")):
+        kind, lines = handed_out_form(cell)
+        source = "\n".join(lines)
+        if fingerprint([kind, *lines]) in handed_out and not source.startswith("##### TESTS START"):
             for number, percent in re.findall(r"(?<![\w.])(\d*\.\d+|\d+)(\s?%)?", source):
                 numbers += [float(number)] + ([float(number) / 100] if percent else [])
     return numbers
@@ -1490,7 +1509,8 @@ def check_submission(nb, metrics_bytes: bytes | None, root: Path, report_md: str
     prompts = [f"code cell {i}: {', '.join(found)}" for i, c in enumerate(code, 1)
                if (found := prompts_in(c["source"]))]
     rule("no cell waits for input (Run All goes start to end)", not prompts, "; ".join(prompts))
-    problem = one_run_problem(nb, metrics_bytes, root)
+    pictures = linked_pictures(nb, metrics_bytes)
+    problem = one_run_problem(nb, metrics_bytes, root, pictures)
     rule("the notebook, its metrics and its figures come from one run", problem is None, problem or "")
     accuracy = metrics.get("final_test_accuracy", 0.0)
     rule("test accuracy >= 0.65 (assignment)", accuracy >= 0.65, f"{accuracy:.4f}")
@@ -1518,12 +1538,10 @@ def check_submission(nb, metrics_bytes: bytes | None, root: Path, report_md: str
          "written from the notebook" if report_md is None else
          "" if report_md == report else "report.md differs from the report the notebook shows: it was edited by "
          "hand or written by another run; edits belong in the notebook's report cells")
-    images, outside = notebook_images(nb), images_outside(nb)
-    absent = [image for image in images if not (root / image).is_file()]
-    own = [image for image in images if image not in run_images(nb, metrics_bytes)]
-    rule("every image the notebook links lies in its folder and exists", not absent and not outside,
-         "; ".join(outside + ([f"missing: {', '.join(absent)}"] if absent else [])) or
-         f"{len(images)} images" + (f", yours: {', '.join(own)}" if own else ""))
+    absent = [image for image in pictures.inside if not (root / image).is_file()]
+    rule("every image the notebook links lies in its folder and exists", not absent and not pictures.refused,
+         "; ".join(pictures.refused + ([f"missing: {', '.join(absent)}"] if absent else [])) or
+         f"{len(pictures.inside)} images" + (f", yours: {', '.join(pictures.own)}" if pictures.own else ""))
     link = colab_link(nb)
     rule("a link to the Colab version near the top (deliverable)", link is not None,
          link or "empty: share the notebook from Colab and paste the link into the cell under the title",
@@ -1576,7 +1594,7 @@ def notebook_html(nb, images_from: Path) -> str | None:
     return body.replace("</head>", WRAP_CODE_STYLE + "</head>", 1)
 
 
-def submission_files(nb, metrics_bytes: bytes | None, root: Path) -> dict[str, bytes]:
+def submission_files(nb, metrics_bytes: bytes | None, root: Path, pictures: Pictures | None = None) -> dict[str, bytes]:
     """The Moodle archive's files by name: the notebook as checked and its HTML reading copy (where nbconvert is
     installed), its report (what report.md holds), the run's metrics, this module, the committed study the appendix
     draws, and every picture the notebook links from its folder: the run's figures and the student's own."""
@@ -1590,7 +1608,8 @@ def submission_files(nb, metrics_bytes: bytes | None, root: Path) -> dict[str, b
     study = study_summary_path(root) or study_summary_path(Path(__file__).resolve().parent)
     if study is not None:
         files[STUDY_SUMMARY.as_posix()] = study.read_bytes()
-    files.update({image: (root / image).read_bytes() for image in notebook_images(nb) if (root / image).is_file()})
+    pictures = pictures or linked_pictures(nb, metrics_bytes)
+    files.update({image: (root / image).read_bytes() for image in pictures.inside if (root / image).is_file()})
     return files
 
 
@@ -1633,12 +1652,12 @@ def build_submission(nb, metrics_bytes: bytes | None, root: Path, target: Path, 
     if failed:
         print(f"check failed: {len(failed)} of {len(results)} rules ({'; '.join(failed)}); no zip written")
         return results, None
-    files = submission_files(nb, metrics_bytes, root)
+    pictures = linked_pictures(nb, metrics_bytes)
+    files = submission_files(nb, metrics_bytes, root, pictures)
     write_zip(files, target, run_date(metrics_bytes))
     print(f"wrote {target}: {', '.join(files)}")
-    own = [image for image in notebook_images(nb) if image not in run_images(nb, metrics_bytes)]
-    if own:
-        print(f"your own pictures in it (the run did not write them): {', '.join(own)}")
+    if pictures.own:
+        print(f"your own pictures in it (the run did not write them): {', '.join(pictures.own)}")
     if "homework3.html" not in files:
         print("(no HTML reading copy in it: this Python has no nbconvert; `pip install nbconvert` adds it)")
     for name, status, _ in results:

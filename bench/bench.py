@@ -12,12 +12,25 @@ from torch.utils import benchmark
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from hw3tools.notebook import load_definitions  # noqa: E402
+from hw3tools.study import notebook_settings, seed_everything  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from memory import peak_kib  # noqa: E402
 
 hw = load_definitions()
+SETTINGS = notebook_settings()  # the handout's model and sizes, as the notebook's cells give them
 rows = []
+
+
+def prescribed_model():
+    """The training cell's Transformer, freshly initialised."""
+    return hw.Transformer(vocab_size=SETTINGS.model_vocab_size, **SETTINGS.model)
+
+
+def random_batch():
+    """A (BATCH_SIZE, SEQ_LEN) batch of random tokens, inputs and targets."""
+    shape = (SETTINGS.batch_size, SETTINGS.seq_len)
+    return torch.randint(0, SETTINGS.vocab_size, shape), torch.randint(0, SETTINGS.vocab_size, shape)
 
 
 def seconds(fn, min_run_time=1.0):
@@ -42,12 +55,13 @@ def sdpa_attention(q, k, v, key_weights, rope, scale, device, mask=None):
 
 def training_step_ratio():
     torch.manual_seed(0)
-    model = hw.Transformer(vocab_size=7, n_layers=4, hidden_dim=64, ff_dim=128, num_heads=4, head_dim=16)
+    model = prescribed_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x, y = torch.randint(0, 7, (128, 64)), torch.randint(0, 7, (128, 64))
+    x, y = random_batch()
 
     def step():
-        loss = F.cross_entropy(model(x).reshape(-1, 7), y.reshape(-1))
+        logits = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -61,7 +75,8 @@ def training_step_ratio():
         hw.calculate_attention = graded
     ratio = ours / fused
     record("training step: graded attention / SDPA", ratio, "<= 1.3", ratio <= 1.3,
-           f"{ours * 1e3:.0f} ms vs {fused * 1e3:.0f} ms per step (batch 128, length 64)")
+           f"{ours * 1e3:.0f} ms vs {fused * 1e3:.0f} ms per step "
+           f"(batch {SETTINGS.batch_size}, length {SETTINGS.seq_len})")
 
 
 def moe_ratio(hidden):
@@ -86,8 +101,8 @@ def moe_ratio(hidden):
 def generation_ratios():
     """generate_with_cache lives in the notebook's appendix; load_definitions brings it in too."""
     torch.manual_seed(0)
-    model = hw.Transformer(vocab_size=7, n_layers=4, hidden_dim=64, ff_dim=128, num_heads=4, head_dim=16).eval()
-    prompt = torch.randint(0, 7, (1, 16))
+    model = prescribed_model().eval()
+    prompt = torch.randint(0, SETTINGS.vocab_size, (1, 16))
     for length in (128, 512, 1024):
         started = time.perf_counter()
         plain = hw.generate(model, prompt, length)
@@ -175,9 +190,7 @@ def make_run_seconds():
 
 
 def data_generation_seconds():
-    from hw3tools.study import notebook_settings, seed_everything
-
-    settings = notebook_settings()  # the handout's sizes, as its cells give them
+    settings = SETTINGS
     seed_everything(0)
     gen = hw.example_generator(lambda: hw.generate_recursive(settings.initial, settings.vocab_size, settings.next_prob))
     started = time.perf_counter()
@@ -194,7 +207,7 @@ if __name__ == "__main__":
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'benchmark':<48}{'ratio':>9}  {'goal':<13}{'':<8}detail")
     training_step_ratio()
-    moe_ratio(64)
+    moe_ratio(SETTINGS.model["hidden_dim"])  # the prescribed width
     moe_ratio(512)
     generation_ratios()
     sliding = sliding_window_scaling()

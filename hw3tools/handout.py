@@ -24,20 +24,14 @@ from hw3_helpers import (
     TODO_START,
     as_notebook,
     fingerprint,
+    handed_out_form,
     is_added,
     significant_lines,
-    strip_todo_bodies,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_START = "HANDED_OUT_CELLS = (\n"
 TABLE_END = "\n)\n"
-
-
-def handed_out_form(cell: dict) -> tuple[str, list[str]]:
-    """A cell as the handout gives it: its type and its significant lines, TODO bodies removed."""
-    source = strip_todo_bodies(cell["source"]) if cell["cell_type"] == "code" else cell["source"]
-    return cell["cell_type"], significant_lines(source)
 
 
 def notebook_cells(notebook: Path) -> list[tuple[str, list[str]]]:

@@ -229,7 +229,7 @@ def test_bits_not_nats_on_a_hand_computed_two_token_example():
 
 
 def test_token_branches_name_the_rule_that_can_have_emitted_each_token():
-    # coefficients (2, 3) mod 7: next = 2 * older + 3 * newer
+    # coefficients (2, 3), a vocabulary of 7 tokens: next = 2 * older + 3 * newer
     tokens = np.array([[1, 2, 1, 2, 3, 5]])  # 2*1+3*2=8%7=1 (recurrence), 2*2+3*1=7%7=0 but 2 = 1+1 ("+1"), ...
     branches = hw3.token_branches(tokens, np.array([[2, 3]]), 7)
     expected = []

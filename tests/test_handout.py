@@ -1,9 +1,6 @@
 """Next year's handout in one command (`python -m hw3tools handout PATH`): the handed-out table and
 tests/handed_out.json are regenerated from the handout, what to port is listed, and on today's handout nothing
 changes. The drill: a handout whose training cell says another number of epochs, ported by one cell's edit."""
-import contextlib
-import importlib.util
-import io
 import json
 import re
 import subprocess
@@ -12,31 +9,13 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from project_copy import copy_of_the_project, handout_notebook, load_module, port_a_drilled_handout
 
 import hw3_helpers as hw3
 from hw3tools import handout
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = ROOT.parent / "shared" / "assignment" / "000_900078325203ea3f.txt"
-
-
-def handout_notebook(path: Path, edit=lambda source: source, notebook: Path = ROOT / "homework3.ipynb") -> Path:
-    """The handout as a course hands it out: the notebook's handed-out cells, TODO bodies empty, no outputs."""
-    nb = nbformat.read(notebook, as_version=4)
-    nb.cells = [cell for cell in nb.cells if not hw3.is_added(cell)]
-    for cell in nb.cells:
-        cell.metadata = {}
-        if cell.cell_type == "code":
-            cell.source = edit(hw3.strip_todo_bodies(cell.source))
-    nbformat.write(nb, path)
-    return path
-
-
-def copy_of_the_project(folder: Path) -> Path:
-    """The project's own files, as test_setup copies them (no .venv, no build outputs)."""
-    from test_setup import copy_of_the_project as copy_project
-
-    return copy_project(folder)
 
 
 def test_on_the_handout_the_notebook_was_made_from_it_changes_nothing_and_has_nothing_to_port(tmp_path, capsys):
@@ -58,49 +37,9 @@ def test_on_todays_text_export_the_command_is_a_no_op(tmp_path, capsys):
     assert {name: (project / name).read_bytes() for name in before} == before
 
 
-def load_module(path: Path):
-    spec = importlib.util.spec_from_file_location("hw3_helpers_of_the_copy", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def port_a_drilled_handout(project: Path, folder: Path) -> int:
-    """The drill on a copy of the project: a handout whose training cell says another number of epochs (written into
-    `folder`), the command run on it, and the maintainer's one edit to homework3.ipynb. Returns the new epochs."""
-    from hw3tools import study
-
-    prescribed = study.notebook_settings(study.notebook_sources(project / "homework3.ipynb")).epochs
-    epochs = prescribed - 2 if prescribed > 2 else prescribed + 2  # another number of epochs, never a literal here
-    pattern = re.compile(r"num_epochs=(\d+)")
-    new = handout_notebook(folder / "handout.ipynb", lambda source: pattern.sub(f"num_epochs={epochs}", source),
-                           project / "homework3.ipynb")
-    said = io.StringIO()
-    with contextlib.redirect_stdout(said):
-        assert handout.main([str(new)], root=project) == 0
-    said = said.getvalue()
-    assert "rewrote hw3_helpers.py (HANDED_OUT_CELLS), tests/handed_out.json" in said
-    assert re.search(rf"changed, the code cell starting 'model = Transformer\(':.*-num_epochs=\d+\s+"
-                     rf"\+num_epochs={epochs}", said, re.S), said
-    assert said.count("\n- ") == 1, "one cell to port"
-    notebook = project / "homework3.ipynb"
-    nb = nbformat.read(notebook, as_version=4)
-    helpers = load_module(project / "hw3_helpers.py")
-    assert not helpers.handed_out_intact(hw3.as_notebook(nb))[0], "the notebook is last year's until ported"
-    training = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("model = Transformer("))
-    training.source = pattern.sub(f"num_epochs={epochs}", training.source)  # the maintainer's edit: that cell
-    nbformat.write(nb, notebook)
-    assert helpers.handed_out_intact(hw3.as_notebook(nb))[0]
-    said = io.StringIO()
-    with contextlib.redirect_stdout(said):
-        assert handout.main([str(new)], root=project) == 0
-    assert "nothing to port" in said.getvalue()
-    return epochs
-
-
-def drilled(tmp_path) -> Path:
+def drilled(tmp_path, drills=("epochs",)) -> Path:
     project = copy_of_the_project(tmp_path / "project")
-    port_a_drilled_handout(project, tmp_path)
+    port_a_drilled_handout(project, tmp_path, drills)
     return project
 
 
@@ -120,6 +59,33 @@ def test_the_drill_a_handout_with_another_number_of_epochs_is_ported_by_one_cell
     assert said.startswith(f"{runs} of {runs} runs were trained by other code than this notebook's"), said
 
 
+def test_the_drill_on_the_jump_probability_the_report_and_its_check_follow_the_ported_notebook(tmp_path):
+    from test_report import RECORD, claim_numbers, graded_numbers, render
+
+    from hw3tools import study
+
+    before = study.notebook_settings()
+    project = copy_of_the_project(tmp_path / "project")
+    after = port_a_drilled_handout(project, tmp_path, ("NEXT_PROB",))
+    assert after.next_prob != before.next_prob and after.epochs == before.epochs
+    # the report quotes the notebook's NEXT_PROB, rendered on the record's numbers
+    text = render(graded_numbers(RECORD), tmp_path, project / "homework3.ipynb")
+    assert f"{after.next_prob:.0%} of the tokens" in text and f"{before.next_prob:.0%}" not in text
+    # the description under the plot names the constant and quotes no value of it
+    nb = nbformat.read(project / "homework3.ipynb", as_version=4)
+    plot = next(i for i, c in enumerate(nb.cells) if "per_token_acc = calc_per_token_acc(" in c.source)
+    description = nb.cells[plot + 1].source
+    assert "`NEXT_PROB`" in description and "%" not in description
+    assert not re.search(rf"(?<![\d.]){before.next_prob:g}\b", description)
+    # the check under the report holds the flat part to the share of tokens that follow the rule under the new
+    # NEXT_PROB: the record's flat part, trained with the old one, is no longer close to it
+    helpers = load_module(project / "hw3_helpers.py")
+    claim = "the flat part lies close to that"
+    assert helpers.report_verdicts(text, **claim_numbers(graded_numbers(RECORD)))[claim] == "holds"
+    moved = {**RECORD, "next_prob": after.next_prob}
+    assert helpers.report_verdicts(text, **claim_numbers(graded_numbers(RECORD), moved))[claim] == "does not hold"
+
+
 def test_no_fingerprint_is_written_twice_in_our_code_and_each_entry_of_the_table_is_a_cell_of_the_notebook():
     hashes = []
     for path in [ROOT / "hw3_helpers.py", *sorted((ROOT / "hw3tools").glob("*.py")), *sorted(ROOT.glob("tests/*.py"))]:
@@ -130,34 +96,57 @@ def test_no_fingerprint_is_written_twice_in_our_code_and_each_entry_of_the_table
                                                                        hw3.HANDED_OUT_CELLS]
 
 
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                "twelve", "twenty")
+
+
 def prescribed_literals() -> list[re.Pattern]:
     """The prescribed setup as literals would spell it, built from the values the notebook's cells give (never
-    typed here): the epochs, the training set's size, the steps they make, the steps of the equal-compute run."""
+    typed here): the epochs, the training set's size and the steps they make (and the equal-compute run's); the
+    vocabulary (mod V, V-way, V² pairs, V⁴ hypotheses); the jump probability (as a percentage, or in words);
+    the sequence length (length L, ranges ending at L - 1, shapes); the batch, the width, the prescribed model's
+    arguments and the learning rate."""
     from hw3tools import study
 
     settings = study.notebook_settings()
     epochs, sequences, batch = settings.epochs, settings.train_sequences, settings.batch_size
     steps, fresh_steps = epochs * -(-sequences // batch), epochs * sequences // batch
-    return [re.compile(pattern) for pattern in (
+    vocab, length, jump, tests = settings.vocab_size, settings.seq_len, settings.next_prob, settings.test_sequences
+    model, lr = settings.model, settings.optimizer_options.get("lr")
+    patterns = [
         rf"num_epochs\s*=\s*{epochs}\b", rf"\b{epochs} epochs\b", rf"""epochs["']?\]?\s*==\s*{epochs}\b""",
         rf"\b{steps}\b", rf"\b{fresh_steps}\b", rf"\b{sequences} (?:training )?sequences\b", rf"\bat {sequences}\b",
-        rf"\b{sequences:,}\b")]
+        rf"\b{sequences:,}\b",
+        rf"\bmod {vocab}\b", rf"\b{vocab}-way\b", rf"\btimes in {vocab}\b", rf"\b{vocab} classes\b",
+        rf"\b0\.\.{vocab - 1}\b", rf"\b{vocab}⁴", rf"\b{vocab ** 4}\b", rf"\b{vocab ** 2} (?:coefficient )?pairs\b",
+        rf"\bof(?: the)? {vocab ** 2}\b", rf"1/{vocab ** 2}\b", rf"\b{vocab ** 2} possibilities\b",
+        rf"(?<![\d.]){jump * 100:g} ?%", rf"\bprobability {jump:g}\b",
+        rf"\blength {length}\b", rf"·{length}\b", rf"\b\d+ ?[-–] ?{length - 1}\b", rf"\.\.{length - 1}\b",
+        rf"\b{length + 1} (?:emitted )?tokens\b", rf"\({tests}, \d+", rf"\bthe {tests} test\b",
+        rf"\bbatch(?:es)? (?:of )?{batch}\b", rf"\({batch}, {length}\)",
+        rf"\bwidth {model['hidden_dim']}\b", rf"\b{model['n_layers']} blocks of\b",
+        rf"n_layers={model['n_layers']}, hidden_dim={model['hidden_dim']}, ff_dim={model['ff_dim']}",
+        rf"\blr[ =]+{lr:g}\b"]
+    if (1 / jump).is_integer() and 1 / jump < len(NUMBER_WORDS):
+        patterns.append(rf"\b(?:one|{NUMBER_WORDS[int(1 / jump) - 1]})(?: \w+)? in {NUMBER_WORDS[int(1 / jump)]}\b")
+    return [re.compile(pattern, re.I) for pattern in patterns]
 
 
-def our_texts() -> dict[str, str]:
-    """Our code and our prose: the notebook's added cells and TODO bodies, the module, the tooling, the tests and
-    the benchmark. The handed-out text (the cells as given, the table of their fingerprints) is the handout's."""
+def our_texts(root: Path = ROOT) -> dict[str, str]:
+    """Our code and our prose: the notebook's added cells and TODO bodies, the module, the tooling, the tests, the
+    benchmark and the guides. The handed-out text (the cells as given, the table of their fingerprints) is the
+    handout's; report.md and the figures are what a run wrote from the notebook."""
     texts = {}
-    nb = hw3.read_notebook(ROOT / "homework3.ipynb")
+    nb = hw3.read_notebook(root / "homework3.ipynb")
     for number, cell in enumerate(nb["cells"], start=1):
         if hw3.is_added(cell):
             texts[f"homework3.ipynb cell {number}"] = cell["source"]
         elif cell["cell_type"] == "code" and hw3.TODO_START in cell["source"]:
             bodies = [part.split(hw3.TODO_END)[0] for part in cell["source"].split(hw3.TODO_START)[1:]]
             texts[f"homework3.ipynb cell {number} (TODO bodies)"] = "\n".join(bodies)
-    for path in [ROOT / "hw3_helpers.py", *sorted(ROOT.glob("hw3tools/*.py")), *sorted(ROOT.glob("tests/*.py")),
-                 *sorted(ROOT.glob("bench/*.py"))]:
-        texts[path.relative_to(ROOT).as_posix()] = path.read_text(encoding="utf-8")
+    for path in [root / "hw3_helpers.py", *sorted(root.glob("hw3tools/*.py")), *sorted(root.glob("tests/*.py")),
+                 *sorted(root.glob("bench/*.py")), root / "README.md", root / "MAINTAINING.md", root / "Makefile"]:
+        texts[path.relative_to(root).as_posix()] = path.read_text(encoding="utf-8")
     return texts
 
 
@@ -170,10 +159,20 @@ def test_no_literal_of_the_prescribed_setup_is_copied_outside_the_handed_out_cel
     assert literals_in(our_texts()) == []
 
 
-def test_a_planted_literal_of_the_prescribed_setup_is_found():
+def test_a_planted_literal_of_each_prescribed_fact_is_found():
     from hw3tools import study
 
     settings = study.notebook_settings()
+    model = settings.model
     planted = {"a docstring": f"trained for {settings.epochs} epochs", "a test": f"num_epochs={settings.epochs}",
-               "a label": f"at {settings.train_sequences} sequences"}
-    assert len(literals_in(planted)) >= 3
+               "a label": f"at {settings.train_sequences} sequences",
+               "the report": f"a linear function of the two before it (mod {settings.vocab_size})",
+               "a description": f"{settings.next_prob:.0%} of the tokens are jumps",
+               "a comment": f"# ({settings.test_sequences}, {settings.seq_len + 1}, {settings.vocab_size})",
+               "a plot label": f"mean, positions 10-{settings.seq_len - 1}",
+               "the README": f"its model has {model['n_layers']} blocks of width {model['hidden_dim']}",
+               "the benchmark": f"Transformer(n_layers={model['n_layers']}, hidden_dim={model['hidden_dim']}, "
+                                f"ff_dim={model['ff_dim']})",
+               "a comment on the schedule": f"# times lr {settings.optimizer_options['lr']}"}
+    found = {hit.split(":")[0] for hit in literals_in(planted)}
+    assert found == set(planted), set(planted) - found

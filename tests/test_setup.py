@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from project_copy import copy_of_the_project, port_a_drilled_handout
 
 from hw3tools import __main__ as bootstrap
 
@@ -222,21 +223,6 @@ def test_a_wrong_torch_choice_is_refused_by_name(capsys):
 INSIDE_THE_PROBE = pytest.mark.skipif(os.environ.get("HW3_ENCODING_PROBE") == "1", reason="already inside the probe")
 
 
-def copy_of_the_project(target):
-    """The project's own files, edited or not yet added to git included, without .venv, build outputs or caches."""
-    if (ROOT / ".git").exists() and shutil.which("git"):
-        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                                capture_output=True, check=True).stdout.decode("utf-8")
-        for name in filter(None, listed.split("\0")):
-            if (ROOT / name).is_file():  # a file deleted but not yet committed is listed too
-                (target / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(ROOT / name, target / name)
-    else:  # an unpacked zip of the project
-        shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(
-            ".venv", "build", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints"))
-    return target
-
-
 def with_a_text_chunk(png, text):
     """The same image as other bytes, still a valid PNG: a tEXt chunk before IEND."""
     chunk = b"tEXt" + b"Comment\0" + text
@@ -276,18 +262,16 @@ def test_this_copy_imports_its_own_code():
 
 @INSIDE_THE_PROBE
 def test_after_a_run_elsewhere_and_a_new_handout_ported_the_fast_suite_passes_with_no_encoding_warning(tmp_path):
-    """Students run `make run` then `make test`: the suite holds no test to the committed report.md or figures, which
-    their run has just rewritten. A maintainer ports a new handout (the drill: another number of epochs, one cell
-    edited): no test needs an edit, and those that hold the committed study to the setup say it was trained for
-    another one. It runs under the encoding probe too: on Windows, text I/O without encoding= uses the locale's code
-    page; -X warn_default_encoding makes each such call warn (Python >= 3.10), and the probe (tests/conftest.py)
-    turns that into a failure where it happens in our files."""
-    from test_handout import port_a_drilled_handout
-
+    """Students run `make run` then `make test`: the suite holds no test to the committed report.md or figures,
+    which their run has just rewritten. A maintainer ports a new handout (the drill: another number of epochs and
+    another NEXT_PROB, one cell edited for each): no test needs an edit, and those that hold the committed study to
+    the setup say it was trained for another one. It runs under the encoding probe too: on Windows, text I/O without
+    encoding= uses the locale's code page; -X warn_default_encoding makes each such call warn (Python >= 3.10), and
+    the probe (tests/conftest.py) turns that into a failure where it happens in our files."""
     project = copy_of_the_project(tmp_path / "project")
     before, after, figures = rewrite_as_a_run_on_another_machine_would(project)
     assert before != after and figures
-    port_a_drilled_handout(project, tmp_path)
+    port_a_drilled_handout(project, tmp_path, ("epochs", "NEXT_PROB"))
     (project / "tests" / "test_zz_the_copy.py").write_text(THE_COPY_IMPORTS_ITS_OWN_CODE, encoding="utf-8")
     env = {**os.environ, "HW3_ENCODING_PROBE": "1"}
     env.pop("PYTHONPATH", None)  # it would put this checkout's code before the copy's

@@ -14,6 +14,7 @@ from hw3tools.notebook import NOTEBOOK, ROOT
 matplotlib.use("Agg")
 
 TINY = {"n_layers": 1, "hidden_dim": 16, "ff_dim": 16, "num_heads": 2, "head_dim": 8}
+SETTINGS = study.notebook_settings()  # the batch and the sequence length, as the notebook gives them
 
 
 def tiny_runs():
@@ -30,7 +31,8 @@ def test_a_tiny_study_writes_well_formed_results_and_never_repeats_a_run(tmp_pat
         assert record["gap_to_ceiling"] == pytest.approx(record["bayes_accuracy"] - record["test_accuracy"])
         assert len(record["epoch_test_accuracy"]) == record["epochs"]
         assert record["epoch_test_accuracy"][-1] == record["test_accuracy"]
-        assert record["steps_per_epoch"] == 2 and len(record["per_position_accuracy"]) == 64
+        assert record["steps_per_epoch"] == -(-256 // SETTINGS.batch_size)
+        assert len(record["per_position_accuracy"]) == SETTINGS.seq_len
     dense = next(c for c in summary["configs"] if c["name"] == "dense (prescribed)")
     assert dense["seeds"] == [0, 1] and len(dense["test_accuracy"]["per_seed"]) == 2
     assert dense["test_accuracy"]["mean"] == pytest.approx(sum(dense["test_accuracy"]["per_seed"]) / 2)
@@ -101,7 +103,7 @@ def test_every_run_records_bits_against_bayes_and_old_runs_without_them_are_run_
     record = json.loads(path.read_text(encoding="utf-8"))
     assert record["kl_bits"] > 0 and record["bayes_entropy_bits"] > 0
     assert record["cross_entropy_bits"] - record["bayes_entropy_bits"] == pytest.approx(record["kl_bits"], abs=1e-9)
-    assert len(record["kl_bits_per_position"]) == 64
+    assert len(record["kl_bits_per_position"]) == SETTINGS.seq_len
     dense = next(c for c in summary["configs"] if c["name"] == "dense (prescribed)")
     assert dense["kl_bits"]["per_seed"] == pytest.approx(
         [json.loads((tmp_path / "runs" / f"{r.run_id}.json").read_text(encoding="utf-8"))["kl_bits"]
@@ -309,11 +311,15 @@ def test_an_unchanged_notebook_reuses_every_run_it_trained(tmp_path, monkeypatch
         summary, study.notebook_sources(notebook))
 
 
+# Each new value is another than the notebook's, whatever a handout set (halved, or a third of it).
+NEW = {"next_prob": SETTINGS.next_prob / 2, "lr": SETTINGS.optimizer_options["lr"] / 3,
+       "hidden_dim": SETTINGS.model["hidden_dim"] // 2, "batch_size": SETTINGS.batch_size // 2,
+       "epochs": max(1, SETTINGS.epochs // 2)}
 CHANGES = {  # a line of the training TODO, a handed-out constant, the optimizer's settings, the prescribed model
     "training TODO": ("def train(", r"max_norm=[\d.]+", "max_norm=0.5"),
-    "constant": ("NEXT_PROB = ", r"NEXT_PROB = [\d.]+", "NEXT_PROB = .2"),
-    "learning rate": ("optimizer = torch.optim", r"lr=[\d.]+", "lr=0.003"),
-    "model": ("optimizer = torch.optim", r"hidden_dim=\d+", "hidden_dim=32"),
+    "constant": ("NEXT_PROB = ", r"NEXT_PROB = [\d.]+", f"NEXT_PROB = {NEW['next_prob']!r}"),
+    "learning rate": ("optimizer = torch.optim", r"lr=[\d.]+", f"lr={NEW['lr']!r}"),
+    "model": ("optimizer = torch.optim", r"hidden_dim=\d+", f"hidden_dim={NEW['hidden_dim']}"),
 }
 
 
@@ -383,15 +389,16 @@ def test_the_study_reads_the_constants_the_model_and_the_optimizer_from_the_note
     notebook = tmp_path / "homework3.ipynb"
     notebook.write_bytes(NOTEBOOK.read_bytes())
     edit_notebook(notebook, CHANGES["constant"], CHANGES["learning rate"], CHANGES["model"],
-                  ("NEXT_PROB = ", r"BATCH_SIZE = \d+", "BATCH_SIZE = 64"),
-                  ("optimizer = torch.optim", r"num_epochs=\d+", "num_epochs=4"))
+                  ("NEXT_PROB = ", r"BATCH_SIZE = \d+", f"BATCH_SIZE = {NEW['batch_size']}"),
+                  ("optimizer = torch.optim", r"num_epochs=\d+", f"num_epochs={NEW['epochs']}"))
     changed = study.notebook_settings(study.notebook_sources(notebook))
     assert (changed.next_prob, changed.batch_size, changed.epochs, changed.optimizer_options) == (
-        0.2, 64, 4, {"lr": 0.003})
+        NEW["next_prob"], NEW["batch_size"], NEW["epochs"], {"lr": NEW["lr"]})
     dense = next(run for run in study.plan(changed) if run.name == "dense (prescribed)")
-    assert dense.model["hidden_dim"] == 32 and dense.epochs == 4
+    assert dense.model["hidden_dim"] == NEW["hidden_dim"] and dense.epochs == NEW["epochs"]
     wide = next(run for run in study.plan(changed) if run.name == "width 128")
-    assert wide.model["hidden_dim"] == 128 and wide.model["n_layers"] == 4 and wide.epochs == 4
+    assert wide.model["hidden_dim"] == 128 and wide.epochs == NEW["epochs"]
+    assert wide.model["n_layers"] == SETTINGS.model["n_layers"]  # the prescribed depth, the lever's width
 
 
 def relayout(source: str) -> str:

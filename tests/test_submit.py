@@ -141,7 +141,7 @@ def test_a_report_figure_is_shown_as_the_image_and_reaches_report_md_as_its_link
     assert hw3.report_text(nb) == "**Part.** Text.\n\n![A figure](figures/a.png)\n"
     colab = hw3.as_notebook(colab_standin.colab_form(nb))  # no tags: the check is found by its call
     assert hw3.report_text(colab) == hw3.report_text(nb)
-    assert hw3.notebook_images(colab) == ["figures/a.png"]
+    assert hw3.linked_pictures(colab, None).inside == ["figures/a.png"]
 
 
 def stamped_run(folder: Path) -> dict:

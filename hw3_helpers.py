@@ -91,11 +91,21 @@ REPORT_CLAIMS = {
 }
 
 
+def _verdict(holds, n) -> str:
+    try:
+        return "holds" if holds(n) else "does not hold"
+    except AttributeError as missing:  # the check cell left out a number this claim is checked on
+        return f"not checked: check_report was given no {missing.name}"
+    except (KeyError, IndexError) as missing:
+        return f"not checked: the numbers given to check_report have no entry {missing}"
+
+
 def report_verdicts(report_text: str, **numbers) -> dict[str, str]:
-    """For each claim of REPORT_CLAIMS: "holds", "does not hold", or "no longer in the report" (a student rewrote
-    it). Sentences are compared with white space folded, so line breaks inside them do not matter."""
+    """For each claim of REPORT_CLAIMS: "holds", "does not hold", "no longer in the report" (a student rewrote
+    it), or "not checked: ..." (the numbers it is checked on were not given). Sentences are compared with white
+    space folded, so line breaks inside them do not matter."""
     flat, n = " ".join(report_text.split()), types.SimpleNamespace(**numbers)
-    return {claim: "no longer in the report" if claim not in flat else "holds" if holds(n) else "does not hold"
+    return {claim: "no longer in the report" if claim not in flat else _verdict(holds, n)
             for claim, holds in REPORT_CLAIMS.items()}
 
 
@@ -107,10 +117,16 @@ def check_report(report_parts: list[str], **numbers) -> dict:
     text = "\n\n".join(report_parts)
     verdicts, words = report_verdicts(text, **numbers), len(text.split())
     failing = [claim for claim, verdict in verdicts.items() if verdict == "does not hold"]
-    shown = (f"⚠️ **This run does not bear out {len(failing)} of the report's sentences; edit them before "
-             "submitting:**\n" + "\n".join(f"- “{claim}”" for claim in failing) if failing else
-             f"✅ All {sum(v == 'holds' for v in verdicts.values())} sentences of the report that depend on the run "
-             "hold for this run.")
+    unchecked = [f"- “{claim}”: {verdict}" for claim, verdict in verdicts.items() if verdict.startswith("not checked")]
+    holding = sum(verdict == "holds" for verdict in verdicts.values())
+    shown = ("⚠️ **Some of the report's sentences could not be checked:**\n" + "\n".join(unchecked) + "\n\n"
+             if unchecked else "")
+    if failing:
+        shown += (f"⚠️ **This run does not bear out {len(failing)} of the report's sentences; edit them before "
+                  "submitting:**\n" + "\n".join(f"- “{claim}”" for claim in failing))
+    else:
+        shown += (f"{'The other' if unchecked else '✅ All'} {holding} sentences of the report that depend on the "
+                  "run hold for this run.")
     limits = "" if 300 <= words <= 600 else " ⚠️ **outside the handout's 300 to 600**"
     display(Markdown(f"{shown}\n\nThe report has {words} words{limits}."))
     return {"claims": verdicts, "words": words}

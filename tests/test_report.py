@@ -167,3 +167,19 @@ def test_the_report_cells_hide_their_code_in_every_viewer():
     for cell in REPORT_CELLS:
         assert cell.metadata["jupyter"]["source_hidden"] is True and cell.metadata["cellView"] == "form"
         assert cell.source.startswith("#@title ")
+
+
+def test_a_claim_whose_numbers_the_check_cell_left_out_is_named_as_not_checked_never_as_holding(text, monkeypatch):
+    numbers = claim_numbers(graded_numbers(RECORD))
+    del numbers["next_prob"]
+    numbers["rule_consistent"] = {"greedy": numbers["rule_consistent"]["greedy"]}  # the sampled settings left out
+    verdicts = hw3.report_verdicts(text, **numbers)
+    assert verdicts["the flat part lies close to that"] == "not checked: check_report was given no next_prob"
+    assert verdicts["at a price"] == "not checked: the numbers given to check_report have no entry (1.0, 0.9)"
+    assert verdicts["the 8 continuations of a prompt are always the same"] == "holds"
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda markdown: shown.append(markdown.data))
+    hw3.check_report(paragraphs(text), **numbers)
+    assert "could not be checked" in shown[0] and "next_prob" in shown[0] and "✅" not in shown[0]

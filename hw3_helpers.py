@@ -1400,9 +1400,11 @@ def one_run_problem(nb, metrics_bytes: bytes | None, root: Path, pictures: Pictu
     if file_digest(metrics_bytes)[:12] != stamp:
         return (f"build/metrics.json is another run's (stamp {file_digest(metrics_bytes)[:12]}; the notebook "
                 f"printed {stamp}): run the notebook again")
-    pictures = pictures or linked_pictures(nb, metrics_bytes)
+    if pictures is None:
+        pictures = linked_pictures(nb, metrics_bytes)
+    recorded = json.loads(metrics_bytes)["figures"]
     changed = [image for image in pictures.by_the_run if (root / image).is_file()
-               and json.loads(metrics_bytes)["figures"][image] != file_digest((root / image).read_bytes())]
+               and recorded[image] != file_digest((root / image).read_bytes())]
     if changed:
         return f"written by another run than this notebook's: {', '.join(changed)}"
     return None
@@ -1496,7 +1498,7 @@ def unsupported_numbers(text: str, metrics: dict, handout: list[float]) -> list[
 
 def check_submission(nb, metrics_bytes: bytes | None, root: Path, report_md: str | None = None,
                      ran: dict[str, str] | None = None, rerun: str = RERUN,
-                     min_accuracy: float = 0.80) -> list[tuple[str, str, str]]:
+                     min_accuracy: float = 0.80, pictures: Pictures | None = None) -> list[tuple[str, str, str]]:
     """The rubric, rule by rule, for an executed notebook: a list of (rule, PASS | FAIL | TODO, detail).
 
     `metrics_bytes` is the run's build/metrics.json, `root` the folder of the notebook and its figures/. `report_md`
@@ -1525,7 +1527,8 @@ def check_submission(nb, metrics_bytes: bytes | None, root: Path, report_md: str
     prompts = [f"code cell {i}: {', '.join(found)}" for i, c in enumerate(code, 1)
                if (found := prompts_in(c["source"]))]
     rule("no cell waits for input (Run All goes start to end)", not prompts, "; ".join(prompts))
-    pictures = linked_pictures(nb, metrics_bytes)
+    if pictures is None:
+        pictures = linked_pictures(nb, metrics_bytes)
     problem = one_run_problem(nb, metrics_bytes, root, pictures)
     rule("the notebook, its metrics and its figures come from one run", problem is None, problem or "")
     accuracy = metrics.get("final_test_accuracy", 0.0)
@@ -1624,7 +1627,8 @@ def submission_files(nb, metrics_bytes: bytes | None, root: Path, pictures: Pict
     study = study_summary_path(root) or study_summary_path(Path(__file__).resolve().parent)
     if study is not None:
         files[STUDY_SUMMARY.as_posix()] = study.read_bytes()
-    pictures = pictures or linked_pictures(nb, metrics_bytes)
+    if pictures is None:
+        pictures = linked_pictures(nb, metrics_bytes)
     files.update({image: (root / image).read_bytes() for image in pictures.inside if (root / image).is_file()})
     return files
 
@@ -1662,13 +1666,13 @@ def build_submission(nb, metrics_bytes: bytes | None, root: Path, target: Path, 
     """Check a run by every rule and, unless a rule other than the link's fails, write its zip: the one builder of
     `make zip` and of the notebook's last cell. Prints each verdict; returns them and the zip (None if refused,
     and then nothing is written: an older zip stays as it was)."""
-    results = check_submission(nb, metrics_bytes, root, report_md, ran, rerun)
+    pictures = linked_pictures(nb, metrics_bytes)  # once, for the check and the zip
+    results = check_submission(nb, metrics_bytes, root, report_md, ran, rerun, pictures=pictures)
     print_verdicts(results)
     failed = [name for name, status, _ in results if status == FAIL]
     if failed:
         print(f"check failed: {len(failed)} of {len(results)} rules ({'; '.join(failed)}); no zip written")
         return results, None
-    pictures = linked_pictures(nb, metrics_bytes)
     files = submission_files(nb, metrics_bytes, root, pictures)
     write_zip(files, target, run_date(metrics_bytes))
     print(f"wrote {target}: {', '.join(files)}")

@@ -21,11 +21,12 @@ RECORD = record.load_json(record.RECORD)
 NB = nbformat.read(runner.NOTEBOOK, as_version=4)
 
 
-def report_cells(nb) -> list:
+def tagged_report_cells(nb) -> list:
+    """The five report cells we wrote (tagged), not hw3.report_cells' whole report section."""
     return [c for c in nb.cells if hw3.REPORT_TAG in c.metadata.get("tags", [])]
 
 
-REPORT_CELLS = report_cells(NB)
+REPORT_CELLS = tagged_report_cells(NB)
 HEADS = ["**Cross-entropy in training.**", "**Generating tokens.**", "**Nucleus sampling against greedy.**",
          "**Temperature.**", "**Per-token accuracy.**"]
 POINTER = "**Beyond the assignment.**"  # the report's only mention of the appendix
@@ -60,10 +61,10 @@ def render(numbers: dict, tmp_path, notebook=runner.NOTEBOOK) -> str:
     nb = nbformat.read(notebook, as_version=4)
     namespace = {**vars(runner.load_definitions(notebook)), **copy.deepcopy(numbers), "FIGURES": tmp_path / "figures"}
     (tmp_path / "figures").mkdir(exist_ok=True)
-    for cell in report_cells(nb):
+    for cell in tagged_report_cells(nb):
         for image in hw3.linked_images(cell.source):
             (tmp_path / image).write_bytes(b"a figure")
-    for cell in [*pre_report_cells(nb), *report_cells(nb)]:
+    for cell in [*pre_report_cells(nb), *tagged_report_cells(nb)]:
         namespace["display"] = lambda *shown, **options: None  # set before each cell: report()'s imports display
         exec(cell.source, namespace)
     return "\n\n".join(namespace["report_parts"].values()) + "\n"

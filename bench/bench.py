@@ -11,13 +11,25 @@ from torch.utils import benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from hw3tools.notebook import load_definitions  # noqa: E402
+from hw3tools.notebook import APPENDIX, load_definitions, module_of  # noqa: E402
 from hw3tools.study import notebook_settings, seed_everything  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from memory import peak_kib  # noqa: E402
 
+
+def appendix_definitions(hw):
+    """The appendix notebook's own definitions (generate_with_cache, banded_sliding_attention), with the homework's
+    names that it imports (`from homework3 import ...`) taken from `hw`, as its kernel takes them from the run."""
+    import nbformat
+
+    sys.modules["homework3"] = hw
+    return module_of([cell.source for cell in nbformat.read(APPENDIX, as_version=4).cells
+                      if cell.cell_type == "code"], name="appendix")
+
+
 hw = load_definitions()
+appendix = appendix_definitions(hw)
 SETTINGS = notebook_settings()  # the handout's model and sizes, as the notebook's cells give them
 rows = []
 
@@ -99,7 +111,7 @@ def moe_ratio(hidden):
 
 
 def generation_ratios():
-    """generate_with_cache lives in the notebook's appendix; load_definitions brings it in too."""
+    """The homework's generate against the appendix notebook's generate_with_cache."""
     torch.manual_seed(0)
     model = prescribed_model().eval()
     prompt = torch.randint(0, SETTINGS.vocab_size, (1, 16))
@@ -108,7 +120,7 @@ def generation_ratios():
         plain = hw.generate(model, prompt, length)
         plain_s = time.perf_counter() - started
         started = time.perf_counter()
-        cached = hw.generate_with_cache(model, prompt, length)
+        cached = appendix.generate_with_cache(model, prompt, length)
         cached_s = time.perf_counter() - started
         ratio = plain_s / cached_s
         goal = ">= 5" if length == 1024 else "-"
@@ -120,17 +132,21 @@ def generation_ratios():
 SLIDING_CHILD = """
 import sys, time, torch
 sys.path[:0] = [{root!r}, {bench!r}]
-from hw3tools.notebook import load_definitions
+import nbformat
+from hw3tools.notebook import APPENDIX, load_definitions, module_of
 from memory import peak_kib
 
 hw = load_definitions()
+sys.modules["homework3"] = hw  # the appendix's `from homework3 import ...`, as appendix_definitions does
+appendix = module_of([c.source for c in nbformat.read(APPENDIX, as_version=4).cells if c.cell_type == "code"],
+                     name="appendix")
 q, k, v = (torch.randn(1, 4, {seq_len}, 16) for _ in range(3))
 rope, weights = hw.RotaryPositionalEmbedding(16, max_seq_len={seq_len}), torch.ones(4)
 before = peak_kib()
 started = time.perf_counter()
 with torch.no_grad():
     if {banded}:
-        hw.banded_sliding_attention(q, k, v, weights, rope, 0.25, 128)
+        appendix.banded_sliding_attention(q, k, v, weights, rope, 0.25, 128)
     else:
         hw.calculate_sliding_attention(q, k, v, weights, rope, 0.25, q.device, 128)
 after = peak_kib()
@@ -177,14 +193,21 @@ MAKE_RUN_GOAL_SECONDS = 150  # a warm `make run` (environment built) on the 2-co
 
 
 def make_run_seconds():
-    """The last `make run`'s wall time, as the runner recorded it (the bench does not rerun the notebook)."""
-    timings = ROOT / "build" / "run_timings.json"
-    if not timings.exists():
-        print("  whole make run: no build/run_timings.json yet (run `make run` first)")
+    """The last `make run`'s wall time, as the runner recorded it (the bench does not rerun the notebooks): `make run`
+    runs homework3.ipynb and then the appendix on its run, each writing build/<name>_timings.json."""
+    parts = {name: ROOT / "build" / f"{name}_timings.json" for name in ("homework3", "appendix")}
+    missing = [f"build/{path.name}" for path in parts.values() if not path.exists()]
+    if missing:
+        print(f"  whole make run: no {' or '.join(missing)} yet (run `make run` first)")
         return None
-    total = json.loads(timings.read_text(encoding="utf-8"))["total_seconds"]
+    if parts["appendix"].stat().st_mtime < parts["homework3"].stat().st_mtime:
+        print("  whole make run: the appendix has not run since the homework's last run (run `make run`)")
+        return None
+    seconds = {name: json.loads(path.read_text(encoding="utf-8"))["total_seconds"] for name, path in parts.items()}
+    total = sum(seconds.values())
     verdict = "met" if total <= MAKE_RUN_GOAL_SECONDS else "MISSED"
-    print(f"  whole make run (last run, from build/run_timings.json): {total:.0f} s, goal <= "
+    print(f"  whole make run (last run, from build/homework3_timings.json and build/appendix_timings.json): "
+          f"{seconds['homework3']:.0f} s + {seconds['appendix']:.0f} s = {total:.0f} s, goal <= "
           f"{MAKE_RUN_GOAL_SECONDS} s: {verdict}", flush=True)
     return total
 

@@ -22,16 +22,20 @@ TESTED_TORCH = ("2.11", "2.13")  # a torch of these minor versions already insta
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 COMMANDS = {
     "setup": "check the interpreter and build .venv (then nothing else)",
-    "run": "execute the notebook headless: build/, figures/, report.md (HW3_DEVICE, HW3_NUM_THREADS)",
+    "run": "run homework3.ipynb, then the appendix, headless: build/, figures/, report.md (HW3_DEVICE, "
+           "HW3_NUM_THREADS)",
+    "homework": "run homework3.ipynb alone, headless: build/ (its numbers and trained weights), figures/, report.md",
+    "appendix": "run appendix/appendix.ipynb on the homework's last run: build/appendix.html, appendix/figures/",
     "test": "unit tests and end-to-end runs of the notebook (pytest arguments may follow)",
     "check": "the grading rubric, rule by rule, for the last run (make run's, or one saved from Jupyter)",
     "zip": "check, then build/hw3_submission.zip for Moodle (both need no .venv)",
-    "study": "the multi-seed study of variants and levers (resumes where it stopped): study/",
+    "study": "the appendix's study of variants and levers over seeds (resumes where it stopped): appendix/study/",
     "bench": "speed and memory ratios: build/bench.json",
     "lint": "ruff over the module, tooling, tests, benchmark and notebook",
     "clean": "remove build outputs and caches (keeps .venv, refuses to drop an edited executed notebook)",
     "pins": "check with pip's resolver that requirements.txt installs on Python 3.11-3.14, Linux/macOS/Windows",
     "record": "developers: make the last run the record that the tests hold fresh runs to",
+    "measure": "developers: time the fast suite and `make test` (--ci: also .ci/run), into MAINTAINING.md",
     "tolerances": "developers: measure how far runs on other thread counts fall from the record",
     "handout": "maintainers: regenerate what derives from a new handout (PATH: .ipynb or text), list what to port",
 }
@@ -183,6 +187,9 @@ def main(argv=None):
     torch_choice = os.environ.get("HW3_TORCH", "").strip()
     if argv[:1] == ["--torch"] and len(argv) > 1:
         torch_choice, argv = argv[1], argv[2:]
+    if argv[:1] == ["--list"]:  # the Makefile's targets
+        print("\n".join(COMMANDS))
+        return 0
     if not argv or argv[0] not in COMMANDS:
         print("usage: python -m hw3tools [--torch cpu|pin] COMMAND [arguments]\n")
         for name, what in COMMANDS.items():
@@ -234,9 +241,11 @@ def main(argv=None):
         return subprocess.call([str(venv_python()), "-m", "pytest"] + argv[1:], cwd=str(ROOT))
     if argv[0] == "lint":
         ruff = subprocess.call([str(venv_python()), "-m", "ruff", "check", "hw3_helpers.py", "hw3tools", "tests",
-                                "bench", "homework3.ipynb"], cwd=str(ROOT))
+                                "bench", "homework3.ipynb", "appendix"], cwd=str(ROOT))
         lines = subprocess.call([str(venv_python()), "-m", "hw3tools.lint"], cwd=str(ROOT))  # ours within 88
         return ruff or lines
+    if argv[0] == "measure":
+        return subprocess.call([str(venv_python()), "-m", "hw3tools.timings"] + argv[1:], cwd=str(ROOT))
     if argv[0] == "bench":
         return subprocess.call([str(venv_python()), str(ROOT / "bench" / "bench.py")] + argv[1:], cwd=str(ROOT))
     return subprocess.call([str(venv_python()), "-m", "hw3tools.cli"] + argv, cwd=str(ROOT))

@@ -10,14 +10,16 @@ from hw3_helpers import (
     FAIL,
     RERUN,
     TODO,
+    WARN,
     build_submission,
     check_submission,
+    edited_after_run,
     print_verdicts,
     read_notebook,
     report_text,
+    with_outputs_of,
     write_atomically,
 )
-from hw3tools.runs import edited_after_run, with_outputs_of
 
 
 def _bytes(path: Path) -> bytes | None:
@@ -98,11 +100,13 @@ def main(argv: list[str], root: Path = ROOT) -> int:
         print_verdicts(results)
         failed = [name for name, status, _ in results if status == FAIL]
         todo = [name for name, status, _ in results if status == TODO]
+        warned = [name for name, status, _ in results if status == WARN]
         if failed:
             print(f"check failed: {len(failed)} of {len(results)} rules")
             return 1
-        print(f"check: {len(results) - len(todo)} rules pass" + (f", {len(todo)} to do: {', '.join(todo)}"
-                                                                 if todo else ""))
+        print(f"check: {len(results) - len(todo) - len(warned)} rules pass"
+              + (f", {len(warned)} warned: {', '.join(warned)}" if warned else "")
+              + (f", {len(todo)} to do: {', '.join(todo)}" if todo else ""))
         return 1 if todo else 0
     run = submission(root)
     if run is None:

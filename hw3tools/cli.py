@@ -1,6 +1,6 @@
-"""The commands behind `python -m hw3tools` (and make) that need .venv's Python: run, study, clean, record,
-tolerances. hw3tools/__main__.py builds .venv first; see there. `check` and `zip` read JSON only and run without
-.venv: hw3tools/check.py."""
+"""The commands behind `python -m hw3tools` (and make) that need .venv's Python: run, homework, appendix, study,
+clean, record, tolerances (their one list, with what each does, is COMMANDS in hw3tools/__main__.py, which builds
+.venv first). `check` and `zip` read JSON only and run without .venv: hw3tools/check.py."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +12,7 @@ from pathlib import Path
 from hw3_helpers import write_atomically
 from hw3tools import check, record
 from hw3tools.notebook import (
+    APPENDIX,
     NOTEBOOK,
     ROOT,
     EditedNotebook,
@@ -22,7 +23,15 @@ from hw3tools.notebook import (
 )
 from hw3tools.study import STUDY_DIR, describe_plan, plan, plan_status, run_study
 
-COMMANDS = ("run", "check", "zip", "study", "clean", "record", "tolerances")
+
+def study_figures(summary: dict) -> list[Path]:
+    """The study's figures, as the appendix draws them, into appendix/figures/."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import hw3_appendix
+
+    return [hw3_appendix.save_figure(fig, name) for name, fig in hw3_appendix.study_figures(summary).items()]
 
 
 def study_command(jobs: int | None, plan_only: bool = False) -> int:
@@ -43,26 +52,16 @@ def study_command(jobs: int | None, plan_only: bool = False) -> int:
     return 0
 
 
-def study_figures(summary: dict) -> list[Path]:
-    """The study's figures, as the notebook draws them, into figures/."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import hw3_helpers
-
-    return [hw3_helpers.save_figure(fig, name) for name, fig in hw3_helpers.study_figures(summary).items()]
-
-
 def tolerances_command(out: Path, thread_counts: list[int]) -> int:
-    """Run the notebook once per thread count and write each family's largest difference from the record."""
+    """Run both notebooks once per thread count and write each family's largest difference from the record."""
     spec = record.load_json(record.TOLERANCES)
     recorded = record.load_json(record.RECORD)
     for threads in thread_counts:
         target = out / "build" / "tolerance-runs" / f"threads-{threads}"
         print(f"--- run with {threads} threads into {target}")
-        run_notebook(NOTEBOOK, target, env={"HW3_NUM_THREADS": str(threads)})
-        measured = record.deviations(record.load_json(target / "build" / "metrics.json"), recorded,
-                                     spec["families"])
+        for notebook in (NOTEBOOK, APPENDIX):
+            run_notebook(notebook, target, env={"HW3_NUM_THREADS": str(threads)})
+        measured = record.deviations(record.run_metrics(target), recorded, spec["families"])
         for family, (difference, path) in measured.items():
             spec["families"][family].setdefault("measured", {})[f"threads={threads}"] = {"difference": difference,
                                                                                         "largest_at": path}
@@ -87,17 +86,20 @@ def record_command(out: Path, source: Path = NOTEBOOK, target: Path | None = Non
     if problem:
         print(f"error: {problem}; nothing was recorded")
         return 1
-    write_atomically(target, metrics.read_text(encoding="utf-8"))
-    print(f"recorded {metrics} as {target}, beside {report}, the same run's report: commit both")
+    words = len(report.read_text(encoding="utf-8").split())  # as `wc -w report.md` counts: the README quotes it
+    write_atomically(target, json.dumps({**record.run_metrics(out), "report_words": words}, indent=2,
+                                        sort_keys=True) + "\n")
+    print(f"recorded {metrics} (with the appendix's numbers, where they are that run's) as {target}, beside "
+          f"{report}, the same run's report: commit both")
     return 0
 
 
 def clean_command(out: Path) -> int:
-    executed = out / "build" / "homework3.ipynb"
-    if executed.exists() and edited_since_run(executed):
-        print(f"error: {executed} was edited after its run; `clean` would delete those edits. Copy them into "
-              f"{NOTEBOOK.name}, or rename the file, then clean again. Nothing was removed.")
-        return 1
+    for executed in (out / "build" / "homework3.ipynb", out / "build" / "appendix.ipynb"):
+        if executed.exists() and edited_since_run(executed):
+            print(f"error: {executed} was edited after its run; `clean` would delete those edits. Copy them into "
+                  f"the notebook it ran, or rename the file, then clean again. Nothing was removed.")
+            return 1
     for path in ("build", ".pytest_cache", ".ruff_cache", "__pycache__", "tests/__pycache__", "bench/__pycache__",
                  "hw3tools/__pycache__"):
         shutil.rmtree(out / path, ignore_errors=True)
@@ -105,9 +107,31 @@ def clean_command(out: Path) -> int:
     return 0
 
 
+def run_command(out: Path, notebooks: tuple[Path, ...]) -> int:
+    """Run each notebook in turn (the appendix reads the homework's run, so it comes second)."""
+    build = out / "build"
+    try:
+        for notebook in notebooks:
+            refuse_to_overwrite_edits(build / f"{notebook.stem}.ipynb")
+        for notebook in notebooks:
+            print(f"--- {notebook.relative_to(ROOT)}")
+            executed = run_notebook(notebook, out)
+            written = [executed, build / f"{notebook.stem}.html"]
+            if notebook == NOTEBOOK:
+                written += [out / "report.md", build / "metrics.json", build / "model.pt"]
+            print(f"wrote {', '.join(str(path) for path in written)}")
+    except (RunFailed, EditedNotebook) as failure:
+        print(f"error: {failure}")
+        return 1
+    return 0
+
+
 def main(argv=None) -> int:
+    from hw3tools.__main__ import COMMANDS
+
+    handled = ("run", "homework", "appendix", "check", "zip", "study", "clean", "record", "tolerances")
     parser = argparse.ArgumentParser(prog="python -m hw3tools", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=COMMANDS)
+    parser.add_argument("command", choices=[command for command in COMMANDS if command in handled])
     parser.add_argument("--out", type=Path, default=ROOT, help="folder for build/, figures/ and report.md")
     parser.add_argument("--jobs", type=int, default=None, help="study: runs in parallel (default: 2 on a CPU "
                         "with at least 2 cores, else 1; 1 on a GPU)")
@@ -115,22 +139,15 @@ def main(argv=None) -> int:
                         "(again), without training")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 4], help="tolerances: thread counts to run")
     args = parser.parse_args(argv)
-    build = args.out / "build"
     if args.command == "study":
         return study_command(args.jobs, args.plan)
     if args.command == "tolerances":
         return tolerances_command(args.out, args.threads)
     if args.command == "clean":
         return clean_command(args.out)
-    if args.command == "run":
-        try:
-            refuse_to_overwrite_edits(build / "homework3.ipynb")
-            executed = run_notebook(NOTEBOOK, args.out)
-        except (RunFailed, EditedNotebook) as failure:
-            print(f"error: {failure}")
-            return 1
-        print(f"wrote {executed}, {build / 'homework3.html'}, {args.out / 'report.md'}, {build / 'metrics.json'}")
-        return 0
+    if args.command in ("run", "homework", "appendix"):
+        return run_command(args.out, {"run": (NOTEBOOK, APPENDIX), "homework": (NOTEBOOK,),
+                                      "appendix": (APPENDIX,)}[args.command])
     if args.command == "record":
         return record_command(args.out)
     return check.main([args.command], args.out)

@@ -1,8 +1,8 @@
 """`python -m hw3tools handout PATH` (`make handout HANDOUT=PATH`): next year's handout in one command.
 
 It reads a handout, the `.ipynb` a course hands out or its text export (as in `../shared/assignment/`), and
-regenerates everything derived from it: the handed-out cells' fingerprints (`HANDED_OUT_CELLS` in hw3_helpers.py, the
-one table the rubric, the integrity tests and the study's cells refer to) and `tests/handed_out.json`. Then it compares
+regenerates what derives from it: the handed-out cells' fingerprints (`HANDED_OUT_CELLS`, generated at the end of
+hw3_helpers.py: the one fingerprint of the handout, which the rubric and the integrity tests read). Then it compares
 homework3.ipynb with the handout, cell by cell, and lists what to port by hand: each handed-out cell that differs (a
 short diff), each cell that is new in the handout, each that is gone. On the handout the notebook was made from it
 changes nothing. Standard library only, like `make check`.
@@ -73,15 +73,6 @@ def table_text(cells: list[tuple[str, list[str]]]) -> str:
     return TABLE_START + "\n".join(rows) + TABLE_END
 
 
-def manifest(cells: list[tuple[str, list[str]]], source: str) -> dict:
-    """tests/handed_out.json: the handout's text as one fingerprint, and what the integrity tests count."""
-    lines = [line for _, cell_lines in cells for line in cell_lines]
-    return {"source": source, "sha256": fingerprint(lines), "lines": len(lines),
-            "do_not_modify_cells": sum(kind == "code" and bool(cell_lines) and cell_lines[0] == "#[do not modify]"
-                                       for kind, cell_lines in cells),
-            "todo_blocks": sum(line == TODO_START for _, cell_lines in cells for line in cell_lines)}
-
-
 def write_if_changed(path: Path, text: str) -> bool:
     if path.read_text(encoding="utf-8") == text:
         return False
@@ -89,23 +80,14 @@ def write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-def regenerate(cells: list[tuple[str, list[str]]], source: str, root: Path = ROOT) -> list[str]:
-    """Rewrite the table in hw3_helpers.py and tests/handed_out.json from the handout's cells; the files changed."""
+def regenerate(cells: list[tuple[str, list[str]]], root: Path = ROOT) -> list[str]:
+    """Rewrite the table in hw3_helpers.py from the handout's cells; the files changed."""
     helpers = root / "hw3_helpers.py"
     text = helpers.read_text(encoding="utf-8")
     start = text.index(TABLE_START)
     end = text.index(TABLE_END, start) + len(TABLE_END)
-    changed = []
-    if write_if_changed(helpers, text[:start] + table_text(cells) + text[end:]):
-        changed.append("hw3_helpers.py (HANDED_OUT_CELLS)")
-    path = root / "tests" / "handed_out.json"
-    new = manifest(cells, source)
-    old = json.loads(path.read_text(encoding="utf-8"))
-    if {**old, "source": None} == {**new, "source": None}:  # the same handout, wherever its file lies now
-        new["source"] = old["source"]
-    if write_if_changed(path, json.dumps(new, indent=2) + "\n"):
-        changed.append("tests/handed_out.json")
-    return changed
+    return ["hw3_helpers.py (HANDED_OUT_CELLS)"] if write_if_changed(
+        helpers, text[:start] + table_text(cells) + text[end:]) else []
 
 
 def differences(handout: list[tuple[str, list[str]]], notebook: list[tuple[str, list[str]]]) -> list[str]:
@@ -139,13 +121,8 @@ def main(argv: list[str], root: Path = ROOT) -> int:
         return 1
     template = notebook_cells(root / "homework3.ipynb")
     cells, between = read_handout(path, template)
-    try:
-        source = path.relative_to(root.parent).as_posix()
-    except ValueError:
-        source = path.name
-    changed = regenerate(cells, source, root)
-    print("rewrote " + ", ".join(changed) if changed else "the handed-out table and tests/handed_out.json are as "
-          "they were")
+    changed = regenerate(cells, root)
+    print("rewrote " + ", ".join(changed) if changed else "the handed-out table is as it was")
     to_port = differences(cells, template)
     for after, lines in between:
         where = f"after the cell starting {template[after][1][0]!r}" if after is not None else "at the start"

@@ -16,18 +16,18 @@ import torch
 from hw3_helpers import (
     OUTPUT_ENV,
     REPORT_TAG,
+    RUN_KEY,
     cell_title,
-    is_added,
+    edited_after_run,
     notebook_html,
     report_text,
-    significant_lines,
-    strip_todo_bodies,
+    run_stamp_metadata,
     write_atomically,
 )
-from hw3tools.runs import RUN_KEY, edited_after_run, run_stamp_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "homework3.ipynb"
+APPENDIX = ROOT / "appendix" / "appendix.ipynb"  # reads the homework's run: run it after NOTEBOOK
 
 _DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)
 
@@ -67,96 +67,6 @@ def load_definitions(notebook: Path = NOTEBOOK, device: str = "cpu") -> types.Mo
     loading takes well under a second (`module_of` on every code cell of the file)."""
     nb = nbformat.read(notebook, as_version=4)
     return module_of([cell.source for cell in nb.cells if cell.cell_type == "code"], device, "homework3")
-
-
-def handed_out_lines(nb) -> list[str]:
-    """The assignment as the notebook carries it: every cell that is not ours, TODO bodies removed."""
-    lines = []
-    for cell in nb.cells:
-        if is_added(cell):
-            continue
-        source = strip_todo_bodies(cell.source) if cell.cell_type == "code" else cell.source
-        lines += significant_lines(source)
-    return lines
-
-
-class RunFailed(RuntimeError):
-    """A cell of the notebook failed or timed out; the message names it."""
-
-
-def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: int = 900, log=print,
-                 env: dict[str, str] | None = None, on_cell_execute=None, then=None) -> Path:
-    """Execute `source` top to bottom in a fresh kernel; write out_root/build/homework3.ipynb, HTML and report.md.
-
-    The source notebook is only read. `env` adds environment variables for the kernel, such as HW3_DEVICE or
-    HW3_NUM_THREADS (the kernel also inherits this process's). The report is the kernel's own: its cells format the
-    run's variables, and report.md is exported from what they displayed. A previous executed notebook that someone
-    edited is never overwritten (EditedNotebook names it). On a failing or hung cell the partly executed notebook
-    is kept as build/homework3.failed.ipynb and RunFailed names the cell. `on_cell_execute(nb, index)`, if given,
-    is called right before each cell goes to the kernel, with the notebook as it stands then (tests use it to play
-    Colab's frontend, which hands the running notebook to the kernel). `then(client, nb)`, if given, is called after
-    the last cell while the kernel still runs (tests use it to run a cell again alone, as a person would).
-    """
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-
-    source, out_root = Path(source).resolve(), Path(out_root).resolve()
-    build = out_root / "build"
-    refuse_to_overwrite_edits(build / "homework3.ipynb")
-    build.mkdir(parents=True, exist_ok=True)
-    nb = nbformat.read(source, as_version=4)
-    client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(source.parent)}},
-                            # the kernel's start-up warnings (TCP without encryption on a local socket) are noise
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                            on_cell_execute=None if on_cell_execute is None else
-                            lambda cell, cell_index: on_cell_execute(nb, cell_index))
-    code_cells = [(index, cell) for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
-    cell_seconds = []
-    run_started = time.perf_counter()
-    kernel_env = {**(env or {}), OUTPUT_ENV: str(out_root)}
-    previous = {name: os.environ.get(name) for name in kernel_env}
-    os.environ.update(kernel_env)  # the kernel inherits them
-    try:
-        with client.setup_kernel():
-            describe_kernel(client, nb)
-            for number, (index, cell) in enumerate(code_cells, start=1):
-                log(f"[{number}/{len(code_cells)}] {cell_title(cell)} ...", end=" ", flush=True)
-                started = time.perf_counter()
-                try:
-                    client.execute_cell(cell, index)  # the count the kernel gives: what its record says
-                except (CellExecutionError, CellTimeoutError, DeadKernelError) as error:
-                    log("FAILED")
-                    write_atomically(build / "homework3.failed.ipynb", nbformat.writes(nb))
-                    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()  # drop ANSI colours
-                    reason = lines[-1] if lines else type(error).__name__
-                    raise RunFailed(f"cell {number} ({cell_title(cell)!r}) failed: {reason}\n"
-                                    f"The partly executed notebook is in {build / 'homework3.failed.ipynb'}") from None
-                finally:
-                    cell.outputs = terminal_streams(cell.outputs)
-                cell_seconds.append(time.perf_counter() - started)
-                log(f"{cell_seconds[-1]:.1f} s")
-            if then is not None:
-                then(client, nb)
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    for cell in nb.cells:
-        if REPORT_TAG in cell.metadata.get("tags", []):  # the executed report reads as prose; its code is a click away
-            cell.metadata.update(HIDDEN_SOURCE)
-    nb.metadata[RUN_KEY] = run_stamp_metadata(nb)
-    executed = build / "homework3.ipynb"
-    write_atomically(executed, nbformat.writes(nb))
-    link_figures(build)
-    (build / "homework3.failed.ipynb").unlink(missing_ok=True)
-    export_html(executed, build / "homework3.html", images_from=source.parent)
-    export_report(executed, out_root / "report.md")
-    write_atomically(build / "run_timings.json", json.dumps(
-        {"total_seconds": time.perf_counter() - run_started, "cell_seconds": cell_seconds}, indent=2) + "\n")
-    return executed
 
 
 # A code cell whose source is folded away: JupyterLab, Notebook 7 and VS Code read `jupyter.source_hidden`, Colab
@@ -237,3 +147,87 @@ def export_html(notebook: Path, target: Path, images_from: Path) -> None:
 def export_report(notebook: Path, target: Path) -> None:
 
     write_atomically(target, report_text(nbformat.read(notebook, as_version=4)))
+
+
+class RunFailed(RuntimeError):
+    """A cell of the notebook failed or timed out; the message names it."""
+
+
+def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: int = 900, log=print,
+                 env: dict[str, str] | None = None, on_cell_execute=None, then=None) -> Path:
+    """Execute `source` top to bottom in a fresh kernel (its folder the kernel's working folder); write
+    out_root/build/<name>.ipynb and <name>.html, <name> the source's (homework3, appendix), and for a notebook with a
+    report (the homework) out_root/report.md.
+
+    The source notebook is only read. `env` adds environment variables for the kernel, such as HW3_DEVICE or
+    HW3_NUM_THREADS (the kernel also inherits this process's). The report is the kernel's own: its cells format the
+    run's variables, and report.md is exported from what they displayed. A previous executed notebook that someone
+    edited is never overwritten (EditedNotebook names it). On a failing or hung cell the partly executed notebook
+    is kept as build/<name>.failed.ipynb and RunFailed names the cell. `on_cell_execute(nb, index)`, if given,
+    is called right before each cell goes to the kernel, with the notebook as it stands then (tests use it to play
+    Colab's frontend, which hands the running notebook to the kernel). `then(client, nb)`, if given, is called after
+    the last cell while the kernel still runs (tests use it to run a cell again alone, as a person would).
+    """
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    source, out_root = Path(source).resolve(), Path(out_root).resolve()
+    build, stem = out_root / "build", source.stem
+    refuse_to_overwrite_edits(build / f"{stem}.ipynb")
+    build.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.read(source, as_version=4)
+    client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(source.parent)}},
+                            # the kernel's start-up warnings (TCP without encryption on a local socket) are noise
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                            on_cell_execute=None if on_cell_execute is None else
+                            lambda cell, cell_index: on_cell_execute(nb, cell_index))
+    code_cells = [(index, cell) for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+    cell_seconds = []
+    run_started = time.perf_counter()
+    kernel_env = {**(env or {}), OUTPUT_ENV: str(out_root)}
+    previous = {name: os.environ.get(name) for name in kernel_env}
+    os.environ.update(kernel_env)  # the kernel inherits them
+    try:
+        with client.setup_kernel():
+            describe_kernel(client, nb)
+            for number, (index, cell) in enumerate(code_cells, start=1):
+                log(f"[{number}/{len(code_cells)}] {cell_title(cell)} ...", end=" ", flush=True)
+                started = time.perf_counter()
+                try:
+                    client.execute_cell(cell, index)  # the count the kernel gives: what its record says
+                except (CellExecutionError, CellTimeoutError, DeadKernelError) as error:
+                    log("FAILED")
+                    write_atomically(build / f"{stem}.failed.ipynb", nbformat.writes(nb))
+                    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()  # drop ANSI colours
+                    reason = lines[-1] if lines else type(error).__name__
+                    raise RunFailed(f"cell {number} ({cell_title(cell)!r}) failed: {reason}\n"
+                                    f"The partly executed notebook is in {build / f'{stem}.failed.ipynb'}") from None
+                finally:
+                    cell.outputs = terminal_streams(cell.outputs)
+                cell_seconds.append(time.perf_counter() - started)
+                log(f"{cell_seconds[-1]:.1f} s")
+            if then is not None:
+                then(client, nb)
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    for cell in nb.cells:
+        if REPORT_TAG in cell.metadata.get("tags", []):  # the executed report reads as prose; its code is a click away
+            cell.metadata.update(HIDDEN_SOURCE)
+    nb.metadata[RUN_KEY] = run_stamp_metadata(nb)
+    executed = build / f"{stem}.ipynb"
+    write_atomically(executed, nbformat.writes(nb))
+    link_figures(build)
+    (build / f"{stem}.failed.ipynb").unlink(missing_ok=True)
+    export_html(executed, build / f"{stem}.html", images_from=source.parent)
+    if report_text(nb).strip():
+        export_report(executed, out_root / "report.md")
+    write_atomically(build / f"{stem}_timings.json", json.dumps(
+        {"total_seconds": time.perf_counter() - run_started, "cell_seconds": cell_seconds}, indent=2) + "\n")
+    return executed
+
+

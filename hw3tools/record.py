@@ -13,11 +13,8 @@ import math
 import re
 from pathlib import Path
 
-import nbformat
-
-from hw3_helpers import report_text
-from hw3tools.notebook import ROOT, edited_since_run
-from hw3tools.runs import first_difference
+from hw3_helpers import file_digest, read_notebook, recorded_run_problem
+from hw3tools.notebook import ROOT
 
 REPORT_DIR = ROOT / "report"
 RECORD = REPORT_DIR / "record.json"
@@ -78,26 +75,25 @@ def tolerance(family: dict, margin: float) -> float:
     return float(f"{math.ceil(value / step - 1e-9) * step:.2g}")
 
 
-def outside_tolerance(metrics: dict, record: dict, tolerances: dict) -> list[str]:
-    families = tolerances["families"]
-    return [f"{family}: {path} differs from the record by {difference:.3g}, more than its tolerance "
-            f"{families[family]['tolerance']:g}"
-            for family, (difference, path) in deviations(metrics, record, families).items()
-            if difference > families[family]["tolerance"]]
-
-
 def load_json(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def run_metrics(out: Path) -> dict:
+    """A run's numbers as the record holds them: the homework's build/metrics.json, with the appendix's
+    build/appendix_metrics.json merged in where the appendix analysed that same run (their keys are distinct)."""
+    metrics_path = Path(out) / "build" / "metrics.json"
+    metrics = load_json(metrics_path)
+    appendix = Path(out) / "build" / "appendix_metrics.json"
+    if appendix.is_file():
+        numbers = load_json(appendix)
+        if numbers.get("homework_run_id") == file_digest(metrics_path.read_bytes())[:12]:
+            metrics.update(numbers)
+    return metrics
+
+
 def run_problem(executed: Path, report: Path, source: Path) -> str | None:
-    """Why an executed notebook and a report.md are not one run of `source` as it is now, or None if they are."""
-    if edited_since_run(executed):
-        return f"{executed} was edited after its run"
-    nb = nbformat.read(executed, as_version=4)
-    changed = first_difference(nbformat.read(source, as_version=4), nb)
-    if changed is not None:
-        return f"{executed} is a run of an older {Path(source).name} (cell {changed} differs): run it again"
-    if Path(report).read_text(encoding="utf-8") != report_text(nb):
-        return f"{report} is not the report of {executed} (edited by hand, or written by another run)"
-    return None
+    """Why an executed notebook and a report.md are not one run of `source` as it is now, or None if they are
+    (hw3_helpers.recorded_run_problem decides)."""
+    problem = recorded_run_problem(read_notebook(executed), read_notebook(source), report.read_text(encoding="utf-8"))
+    return None if problem is None else f"{executed}: {problem}"

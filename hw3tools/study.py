@@ -5,9 +5,9 @@ Each run is the notebook's pipeline with one seed: the given data code draws the
 set (the test generators excluded), the model is built from the seed, and the graded `train` loop with the given
 optimizer and batch size trains it. The constants, the prescribed model's arguments, the optimizer and its settings
 and the prescribed budget are read from the notebook's cells (`notebook_settings`), not copied here. A finished run
-is a JSON file in study/runs/ that records the fingerprint of the notebook's code it trained with
-(hw3_helpers.training_fingerprint); it is never repeated while the notebook's code has that fingerprint, so an
-interrupted study resumes where it stopped, and a run that other code trained is run again. study/summary.json
+is a JSON file in appendix/study/runs/ that records the fingerprint of the notebook's code it trained with
+(hw3_appendix.training_fingerprint); it is never repeated while the notebook's code has that fingerprint, so an
+interrupted study resumes where it stopped, and a run that other code trained is run again. appendix/study/summary.json
 aggregates the runs per configuration. `python -m hw3tools.study --plan` prints what `make study` would reuse and
 run, without training.
 """
@@ -31,10 +31,11 @@ import nbformat
 import numpy as np
 import torch
 
+import hw3_appendix
 import hw3_helpers
 from hw3tools.notebook import NOTEBOOK, ROOT, load_definitions, module_of
 
-STUDY_DIR = ROOT / "study"
+STUDY_DIR = ROOT / "appendix" / "study"
 
 
 def seed_everything(seed: int) -> None:
@@ -77,7 +78,7 @@ def notebook_settings(sources: list[str] | None = None) -> Settings:
     default) hand them out: the constants cell's assignments that call nothing executed (the device, the data sets
     and the loaders aside), the sizes of its test and training sets, and the training cell's Transformer(...) and
     torch.optim keyword arguments and its epochs, each evaluated among those constants."""
-    cells = hw3_helpers.training_cells(notebook_sources() if sources is None else sources)
+    cells = hw3_appendix.training_cells(notebook_sources() if sources is None else sources)
     missing = [name for name in ("the constants", "the training cell") if cells[name] is None]
     if missing:
         raise ValueError(f"the notebook has no cell that is {' or '.join(missing)}")
@@ -176,10 +177,10 @@ def execute(run: Run, device: str = "cpu", notebook: Path = NOTEBOOK) -> dict:
     """Train one run from scratch with the notebook's code and settings and measure it; returns the record written
     to study/runs/<run_id>.json, with the fingerprint of the code it trained with."""
     sources = notebook_sources(notebook)
-    trained_with = hw3_helpers.training_fingerprint(sources)
+    trained_with = hw3_appendix.training_fingerprint(sources)
     settings = notebook_settings(sources)
     hw = load_definitions(notebook, device=device)
-    if hw3_helpers.training_fingerprint(notebook_sources(notebook)) != trained_with:
+    if hw3_appendix.training_fingerprint(notebook_sources(notebook)) != trained_with:
         raise RuntimeError(f"{notebook} changed while its definitions were loaded; run again")
     seed_everything(run.seed)  # the setup cell's seeding: the data come from NumPy's generator
     factory = hw.example_generator(
@@ -207,13 +208,13 @@ def execute(run: Run, device: str = "cpu", notebook: Path = NOTEBOOK) -> dict:
     x, y = test_set.tensors
     per_position = hw.calc_per_token_acc(model, test_loader)
     tokens = torch.cat([x, y[:, -1:]], dim=1).numpy()
-    bayes_probs = hw3_helpers.bayes_predictive(tokens, settings.vocab_size, settings.next_prob,
+    bayes_probs = hw3_appendix.bayes_predictive(tokens, settings.vocab_size, settings.next_prob,
                                                settings.initial)[:, 1:]
     bayes_hits = bayes_probs.argmax(-1) == y.numpy()
     model.eval()
     with torch.no_grad():
         log_probs = torch.cat([torch.log_softmax(model(batch.to(device)), -1).cpu() for batch, _ in test_loader])
-    bits = hw3_helpers.bits_against_bayes(log_probs.double().numpy(), bayes_probs, y.numpy())
+    bits = hw3_appendix.bits_against_bayes(log_probs.double().numpy(), bayes_probs, y.numpy())
     return {
         **asdict(run), "run_id": run.run_id,
         "test_accuracy": epoch_accuracy[-1],
@@ -256,7 +257,7 @@ def plan_status(runs: list[Run], out_dir: Path = STUDY_DIR, notebook: Path = NOT
     """What `make study` would do, without training: the notebook's training fingerprint, and the run ids that it
     reuses (finished, trained by this code), that are stale (finished, but trained by other code: run again) and
     that are new (no complete record: run)."""
-    trained_with = hw3_helpers.training_fingerprint(notebook_sources(notebook))
+    trained_with = hw3_appendix.training_fingerprint(notebook_sources(notebook))
     status = {"training_fingerprint": trained_with, "reused": [], "stale": [], "new": []}
     for run in runs:
         status[_state(out_dir / "runs" / f"{run.run_id}.json", trained_with)].append(run.run_id)
@@ -288,48 +289,13 @@ def _execute_in_worker(run: Run, device: str, threads: int, notebook: Path) -> d
     return execute(run, device, notebook)
 
 
-def run_study(runs: list[Run], out_dir: Path = STUDY_DIR, jobs: int = 1, device: str = "cpu",
-              progress: bool = True, notebook: Path = NOTEBOOK) -> dict:
-    """Print the plan (with `progress`), run what is not finished by the notebook's code yet (each result written
-    as it finishes), then write the summary."""
-    from tqdm import tqdm
-
-    runs_dir = out_dir / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    status = plan_status(runs, out_dir, notebook)
-    if progress:
-        print(describe_plan(status))
-    todo = sorted((run for run in runs if run.run_id not in status["reused"]), key=priority)
-    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="study runs", unit="run", disable=not progress)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    with contextlib.ExitStack() as stack:
-        if jobs == 1:
-            results = (execute(run, device, notebook) for run in todo)
-        else:  # one process per run in flight, each with its share of the cores
-            pool = stack.enter_context(ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")))
-            results = (future.result() for future in
-                       as_completed([pool.submit(_execute_in_worker, run, device, threads, notebook)
-                                     for run in todo]))
-        for record in results:
-            hw3_helpers.write_atomically(runs_dir / f"{record['run_id']}.json", json.dumps(record, indent=1) + "\n")
-            if record["training_fingerprint"] != status["training_fingerprint"]:
-                print(f"warning: {notebook} changed during the study; {record['run_id']} was trained by its new "
-                      f"code, the runs before by the old: `make study` again runs what is stale")
-            bar.set_postfix_str(f"{record['run_id']}: {record['test_accuracy']:.4f}")
-            bar.update()
-    bar.close()
-    summary = summarize([json.loads((runs_dir / f"{run.run_id}.json").read_text(encoding="utf-8")) for run in runs])
-    hw3_helpers.write_atomically(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
-    return summary
+BASELINE = ("variants", "dense (prescribed)")
 
 
 def _spread(values: list[float]) -> dict:
     array = np.asarray(values, dtype=float)
     return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
             "per_seed": [float(v) for v in array]}
-
-
-BASELINE = ("variants", "dense (prescribed)")
 
 
 def summarize(records: list[dict]) -> dict:
@@ -374,6 +340,41 @@ def summarize(records: list[dict]) -> dict:
             "training_fingerprints": [r.get("training_fingerprint") for r in runs],
         })
     return {"configs": summary}
+
+
+def run_study(runs: list[Run], out_dir: Path = STUDY_DIR, jobs: int = 1, device: str = "cpu",
+              progress: bool = True, notebook: Path = NOTEBOOK) -> dict:
+    """Print the plan (with `progress`), run what is not finished by the notebook's code yet (each result written
+    as it finishes), then write the summary."""
+    from tqdm import tqdm
+
+    runs_dir = out_dir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    status = plan_status(runs, out_dir, notebook)
+    if progress:
+        print(describe_plan(status))
+    todo = sorted((run for run in runs if run.run_id not in status["reused"]), key=priority)
+    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="study runs", unit="run", disable=not progress)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with contextlib.ExitStack() as stack:
+        if jobs == 1:
+            results = (execute(run, device, notebook) for run in todo)
+        else:  # one process per run in flight, each with its share of the cores
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")))
+            results = (future.result() for future in
+                       as_completed([pool.submit(_execute_in_worker, run, device, threads, notebook)
+                                     for run in todo]))
+        for record in results:
+            hw3_helpers.write_atomically(runs_dir / f"{record['run_id']}.json", json.dumps(record, indent=1) + "\n")
+            if record["training_fingerprint"] != status["training_fingerprint"]:
+                print(f"warning: {notebook} changed during the study; {record['run_id']} was trained by its new "
+                      f"code, the runs before by the old: `make study` again runs what is stale")
+            bar.set_postfix_str(f"{record['run_id']}: {record['test_accuracy']:.4f}")
+            bar.update()
+    bar.close()
+    summary = summarize([json.loads((runs_dir / f"{run.run_id}.json").read_text(encoding="utf-8")) for run in runs])
+    hw3_helpers.write_atomically(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+    return summary
 
 
 RECORD_TIMING = ("train_seconds",)  # what a run's record holds that no two runs reproduce

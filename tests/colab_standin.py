@@ -75,3 +75,39 @@ def frontend_hook(folder: Path):
 def downloads(folder: Path) -> list[str]:
     path = folder / "downloads.txt"
     return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+LINK = "https://colab.research.google.com/drive/1AbC-xyz"  # a link as a student pastes it
+
+
+def export_cell_alone_after_the_run(out: Path, frontend: Path, said: dict):
+    """What a student does in Colab after Run all, in the same session: paste the link and run the export cell
+    alone; change a report cell's code and run the export cell alone; run that report cell again alone, then the
+    export cell. What the export cell printed and downloaded each time goes into `said`; the notebook, the zip and
+    the downloads of the run itself are left as they were. For the runner's `then`."""
+    import copy
+
+    import hw3_helpers as hw3
+
+    def then(client, nb):
+        kept, zipped = copy.deepcopy(nb.cells), (out / "hw3_submission.zip").read_bytes()
+        before_all = downloads(frontend)
+        export = next(i for i, c in enumerate(nb.cells) if hw3.is_export_cell(c))
+
+        def export_alone(case):
+            before = len(downloads(frontend))
+            client.execute_cell(nb.cells[export], export)  # the stand-in hands over the notebook as it stands
+            said[case] = ("".join(o.get("text", "") for o in nb.cells[export].outputs), downloads(frontend)[before:])
+
+        next(c for c in nb.cells if hw3.is_link_cell(c)).source = f"{hw3.COLAB_LEAD} [open in Colab]({LINK})"
+        export_alone("link pasted")
+        said["zip with the link"] = (out / "hw3_submission.zip").read_bytes()
+        temperature = next(c for c in nb.cells if "**Temperature.**" in c.source)
+        temperature.source = temperature.source.replace(" the ", " a ", 1)
+        export_alone("report cell changed")
+        client.execute_cell(temperature, nb.cells.index(temperature))
+        export_alone("report cell run again alone")
+        nb.cells[:] = kept
+        (out / "hw3_submission.zip").write_bytes(zipped)
+        (frontend / "downloads.txt").write_text("".join(f"{path}\n" for path in before_all), encoding="utf-8")
+    return then

@@ -11,13 +11,87 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hw3tools.notebook import load_definitions  # noqa: E402
+
+from hw3tools.notebook import APPENDIX, load_definitions, module_of  # noqa: E402  (hw3tools puts appendix/ on the path)
 
 
 @pytest.fixture(scope="session")
 def hw():
-    """The notebook's imports, functions and classes (nothing trained, nothing run)."""
+    """The homework notebook's imports, functions, classes and constants (nothing trained, nothing run)."""
     return load_definitions()
+
+
+@pytest.fixture(scope="session")
+def appendix_code(hw):
+    """The appendix notebook's own definitions (the KV cache, the banded sliding window), with the homework's names
+    they import (`from homework3 import ...`) taken from `hw`, as the appendix's kernel takes them from the run."""
+    import nbformat
+
+    previous = sys.modules.get("homework3")
+    sys.modules["homework3"] = hw
+    try:
+        sources = [c.source for c in nbformat.read(APPENDIX, as_version=4).cells if c.cell_type == "code"]
+        return module_of(sources, name="appendix")
+    finally:
+        if previous is None:
+            sys.modules.pop("homework3", None)
+        else:
+            sys.modules["homework3"] = previous
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The e2e tests' runs: each notebook executes once per test session, at its real budget, into a scratch folder (the
+# repository's notebooks are only read, its outputs untouched). Every test that needs a whole run reads these.
+# --------------------------------------------------------------------------------------------------------------
+STUDENT_SENTENCE = "A sentence I added to the temperature paragraph myself."
+STUDENT_PARAGRAPH = "A paragraph of my own, in a markdown cell inside the report."
+
+
+@pytest.fixture(scope="session")
+def homework_run(tmp_path_factory):
+    """homework3.ipynb with a student's edits to the report (a sentence in a report cell, a markdown paragraph of
+    their own), executed top to bottom through nbclient into a scratch folder, with a stand-in for Colab's frontend
+    on its kernel's path: the last cell does what it does in Colab (reads the running notebook, checks it, downloads
+    the zip). After the last cell, in the same kernel, the Colab cases of running the export cell alone
+    (tests/colab_standin.py). Returns the folder, the executed notebook, its metrics and what the export cell did."""
+    import json
+    import shutil
+
+    import colab_standin
+    import nbformat
+    from nbformat.v4 import new_markdown_cell
+
+    from hw3tools import notebook as runner
+
+    out = tmp_path_factory.mktemp("run")
+    nb = nbformat.read(runner.NOTEBOOK, as_version=4)
+    temperature = next(c for c in nb.cells if "**Temperature.**" in c.source)
+    temperature.source = temperature.source.replace('""")', f'{STUDENT_SENTENCE}\n""")')
+    nb.cells.insert(nb.cells.index(temperature) + 1, new_markdown_cell(STUDENT_PARAGRAPH))  # untagged, as Jupyter
+    source = out / "homework3.ipynb"
+    nbformat.write(nb, source)
+    shutil.copy(runner.ROOT / "hw3_helpers.py", out / "hw3_helpers.py")  # beside the notebook, as in the zip
+    frontend = tmp_path_factory.mktemp("colab")
+    alone = {}
+    executed = runner.run_notebook(source, out, env=colab_standin.install(frontend),
+                                   on_cell_execute=colab_standin.frontend_hook(frontend),
+                                   then=colab_standin.export_cell_alone_after_the_run(out, frontend, alone))
+    return {"out": out, "source": source, "executed": executed, "frontend": frontend, "alone": alone,
+            "metrics": json.loads((out / "build" / "metrics.json").read_text(encoding="utf-8"))}
+
+
+@pytest.fixture(scope="session")
+def appendix_run(homework_run):
+    """appendix/appendix.ipynb (only read) executed on the session's homework run, into the same scratch folder:
+    build/appendix.ipynb, build/appendix.html, build/appendix_metrics.json, appendix/figures/."""
+    import json
+
+    from hw3tools import notebook as runner
+
+    out = homework_run["out"]
+    executed = runner.run_notebook(APPENDIX, out)
+    return {"out": out, "executed": executed,
+            "metrics": json.loads((out / "build" / "appendix_metrics.json").read_text(encoding="utf-8"))}
 
 
 @pytest.fixture(autouse=True)

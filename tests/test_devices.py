@@ -2,15 +2,17 @@
 they are used on, and on a CUDA GPU the same numbers as on the CPU (those tests skip, saying why, without one)."""
 import ast
 import functools
+import sys
 
 import nbformat
 import pytest
 import torch
 
+import hw3_appendix as hwa
 import hw3_helpers as hw3
 from hw3_helpers import is_added
 from hw3tools import record
-from hw3tools.notebook import NOTEBOOK, load_definitions, run_notebook
+from hw3tools.notebook import APPENDIX, NOTEBOOK, load_definitions, module_of, run_notebook
 
 OPTIONS = [{}, {"num_kv_heads": 2}, {"use_moe": True, "num_experts": 4, "top_k": 2},
            {"use_sliding_window_alternating": True, "window_size": 3}]
@@ -60,11 +62,20 @@ def test_the_guard_catches_the_cpu_inputs_that_broke_the_banded_check_on_cuda():
     assert device_free_factories("torch.randn(1, 4, device=DEVICE)") == []
 
 
-def test_added_cells_and_the_companion_module_make_tensors_on_a_device():
+def without_magics(source: str) -> str:
+    return "\n".join(line for line in source.splitlines() if not line.startswith("%"))
+
+
+def test_added_cells_the_appendix_and_the_companion_modules_make_tensors_on_a_device():
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    sources = {f"added cell {i}": "\n".join(line for line in c.source.splitlines() if not line.startswith("%"))
+    sources = {f"added cell {i}": without_magics(c.source)
                for i, c in enumerate(nb.cells) if c.cell_type == "code" and is_added(c)}
+    appendix = nbformat.read(APPENDIX, as_version=4)  # every cell of it is ours
+    sources |= {f"appendix cell {i}": without_magics(c.source)
+                for i, c in enumerate(appendix.cells) if c.cell_type == "code"}
+    assert any("banded_sliding_attention(long_q" in source for source in sources.values())  # the check that broke
     sources["hw3_helpers.py"] = open(hw3.__file__, encoding="utf-8").read()
+    sources["appendix/hw3_appendix.py"] = open(hwa.__file__, encoding="utf-8").read()
     offenders = {where: found for where, source in sources.items() if (found := device_free_factories(source))}
     assert offenders == {}
 
@@ -81,6 +92,22 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.fixture(scope="module")
 def hw_cuda():
     return load_definitions(device="cuda")
+
+
+@pytest.fixture(scope="module")
+def appendix_cuda(hw_cuda):
+    """The appendix notebook's definitions (the KV cache) with the homework's names from `hw_cuda`, DEVICE cuda among
+    them, as conftest's `appendix_code` has them from `hw`."""
+    previous = sys.modules.get("homework3")
+    sys.modules["homework3"] = hw_cuda
+    try:
+        sources = [c.source for c in nbformat.read(APPENDIX, as_version=4).cells if c.cell_type == "code"]
+        return module_of(sources, device="cuda", name="appendix")
+    finally:
+        if previous is None:
+            sys.modules.pop("homework3", None)
+        else:
+            sys.modules["homework3"] = previous
 
 
 def on_both(hw, hw_cuda, options, seed=0):
@@ -134,28 +161,28 @@ def test_moe_on_cuda_runs_the_same_experts_as_the_cpu(hw, hw_cuda):
 
 @cuda
 @pytest.mark.parametrize("options", OPTIONS)
-def test_kv_cache_generation_on_cuda_matches_generate_and_the_cpu(hw, hw_cuda, options):
+def test_kv_cache_generation_on_cuda_matches_generate_and_the_cpu(hw, hw_cuda, appendix_cuda, options):
     cpu, gpu = on_both(hw, hw_cuda, options)
     prompt = torch.randint(0, 9, (3, 6))
-    cached = hw_cuda.generate_with_cache(gpu, prompt, 20)
+    cached = appendix_cuda.generate_with_cache(gpu, prompt, 20)
     assert cached.device.type == "cuda"
     assert torch.equal(cached, hw_cuda.generate(gpu, prompt, 20))
-    caches = [hw_cuda.KVCache(3, getattr(layer.attention, "num_kv_heads", 4), 26, 8, torch.float32, "cuda")
+    caches = [appendix_cuda.KVCache(3, getattr(layer.attention, "num_kv_heads", 4), 26, 8, torch.float32, "cuda")
               for layer in gpu.layers]
     with torch.no_grad():
-        logits = hw_cuda.forward_with_cache(gpu, prompt.cuda(), caches, start_pos=0)
+        logits = appendix_cuda.forward_with_cache(gpu, prompt.cuda(), caches, start_pos=0)
         torch.testing.assert_close(logits.cpu(), cpu(prompt), atol=1e-4, rtol=1e-4)
 
 
 @cuda
-def test_sampling_on_cuda_gives_the_cpu_distribution(hw, hw_cuda):
+def test_sampling_on_cuda_gives_the_cpu_distribution(hw, hw_cuda, appendix_cuda):
     logits = torch.randn(4, 3, 7) * 3
     for top_p, t in ((0.9, 1.0), (0.5, 2.0), (1.0, 0.5), (0.0, 1.0)):
         torch.testing.assert_close(hw_cuda.get_dist_after_with_temp_and_topp(logits.cuda(), top_p, t).cpu(),
                                    hw.get_dist_after_with_temp_and_topp(logits, top_p, t), atol=1e-6, rtol=1e-5)
     cpu, gpu = on_both(hw, hw_cuda, {})
     choice = functools.partial(hw_cuda.token_choice_adv, top_p=0.9, t=1.0)
-    sampled = hw_cuda.generate_with_cache(gpu, torch.randint(0, 9, (2, 5)), 8, token_choice=choice)
+    sampled = appendix_cuda.generate_with_cache(gpu, torch.randint(0, 9, (2, 5)), 8, token_choice=choice)
     assert sampled.device.type == "cuda" and sampled.shape == (2, 8) and 0 <= sampled.min() and sampled.max() < 9
 
 
@@ -170,19 +197,25 @@ def test_per_position_accuracy_on_cuda_equals_the_cpu(hw, hw_cuda):
 @cuda
 @pytest.mark.e2e
 def test_the_whole_notebook_runs_on_cuda_and_lands_near_the_cpu_record(tmp_path):
-    """HW3_DEVICE=cuda moves training and every added cell to the GPU; the notebook on disk is only read."""
-    before = NOTEBOOK.read_bytes()
-    executed = run_notebook(NOTEBOOK, tmp_path, env={"HW3_DEVICE": "cuda"})
-    assert NOTEBOOK.read_bytes() == before
-    nb = nbformat.read(executed, as_version=4)
-    errors = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "code"
-              for o in c.outputs if o.output_type == "error"]
-    assert errors == []
-    assert any("device: cuda" in o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    metrics = record.load_json(tmp_path / "build" / "metrics.json")
+    """HW3_DEVICE=cuda moves training and every added cell to the GPU, and the appendix's analysis of that run (the
+    KV cache among it); the notebooks on disk are only read."""
+    before = {path: path.read_bytes() for path in (NOTEBOOK, APPENDIX)}
+    executed = [run_notebook(notebook, tmp_path, env={"HW3_DEVICE": "cuda"}) for notebook in (NOTEBOOK, APPENDIX)]
+    assert {path: path.read_bytes() for path in before} == before
+    for notebook in executed:
+        nb = nbformat.read(notebook, as_version=4)
+        errors = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "code"
+                  for o in c.outputs if o.output_type == "error"]
+        assert errors == [], notebook.name
+    homework = nbformat.read(executed[0], as_version=4)
+    assert any("device: cuda" in o.get("text", "") for c in homework.cells if c.cell_type == "code"
+               for o in c.outputs)
+    metrics = record.run_metrics(tmp_path)  # the homework's numbers, the appendix's of that run merged in
+    assert "homework_run_id" in metrics, "the appendix's numbers are not of this run"
     assert metrics["final_test_accuracy"] >= 0.80 and metrics["kv_cache"]["identical_to_generate"] is True
-    # Training on the GPU lands within the tolerances, which include GPU measurements. The sampling study
-    # is not compared: CUDA's random stream differs from the CPU's, so other tokens are drawn.
+    # Training on the GPU lands within the tolerances, which include GPU measurements. The sampling study (and the
+    # appendix's Bayes agreement of its samples) is not compared: CUDA's random stream differs from the CPU's, so
+    # other tokens are drawn.
     tolerances = record.load_json(record.TOLERANCES)
     compared = {name: family for name, family in tolerances["families"].items()
                 if name in ("final_test_accuracy", "per_position_accuracy", "bayes ceiling (data only)")}

@@ -1,14 +1,21 @@
 """A fresh run is held to the committed record within measured tolerances, never bit for bit."""
+import ast
 import copy
 import json
 
 import nbformat
+import pytest
 from nbformat.v4 import new_markdown_cell, new_notebook
+from support import outside_tolerance
 
 import hw3_helpers as hw3
-from hw3tools import cli, record, runs
+from hw3tools import cli, record
+from hw3tools import notebook as runner
 
 RECORD = record.load_json(record.RECORD)
+# A record made before the appendix left the notebook: its metrics have the old names (bayes_per_position_accuracy,
+# late_accuracy, report_claims, ...), and report/tolerances.json has families for those names only
+OLD_RECORD = "best_possible_per_position" not in RECORD
 
 
 def test_flatten_names_rows_by_their_setting_and_group():
@@ -21,7 +28,7 @@ def test_flatten_names_rows_by_their_setting_and_group():
 def test_tolerances_cover_every_metric_and_follow_their_measurements():
     tolerances = record.load_json(record.TOLERANCES)
     assert record.deviations(RECORD, RECORD, tolerances["families"])  # raises if a metric has no family
-    assert record.outside_tolerance(RECORD, RECORD, tolerances) == []
+    assert outside_tolerance(RECORD, RECORD, tolerances) == []
     for name, family in tolerances["families"].items():
         measured = [m["difference"] for m in family["measured"].values()] + list(family.get("reported", {}).values())
         assert {"threads=1", "threads=4"} <= set(family["measured"]), name
@@ -33,11 +40,11 @@ def test_a_run_beyond_tolerance_is_named():
     tolerances = record.load_json(record.TOLERANCES)
     far = copy.deepcopy(RECORD)
     far["per_position_accuracy"][5] += 10 * tolerances["families"]["per_position_accuracy"]["tolerance"]
-    [problem] = record.outside_tolerance(far, RECORD, tolerances)
+    [problem] = outside_tolerance(far, RECORD, tolerances)
     assert "per_position_accuracy[5]" in problem
     missing = copy.deepcopy(RECORD)
     del missing["final_test_accuracy"]
-    assert any("final_test_accuracy" in p for p in record.outside_tolerance(missing, RECORD, tolerances))
+    assert any("final_test_accuracy" in p for p in outside_tolerance(missing, RECORD, tolerances))
 
 
 def a_finished_run(tmp_path):
@@ -46,7 +53,7 @@ def a_finished_run(tmp_path):
                              new_markdown_cell("The report: accuracy 0.851, as this run measured it.")])
     source = tmp_path / "homework3.ipynb"
     nbformat.write(nb, source)
-    nb.metadata[runs.RUN_KEY] = runs.run_stamp_metadata(nb)
+    nb.metadata[hw3.RUN_KEY] = hw3.run_stamp_metadata(nb)
     (tmp_path / "build").mkdir()
     nbformat.write(nb, tmp_path / "build" / "homework3.ipynb")
     (tmp_path / "build" / "metrics.json").write_text(json.dumps({"final_test_accuracy": 0.851}), encoding="utf-8")
@@ -75,3 +82,44 @@ def test_a_run_of_an_older_notebook_is_not_recorded(tmp_path, capsys):
     nbformat.write(nb, source)
     assert cli.record_command(tmp_path, source, target) == 1
     assert "run of an older" in capsys.readouterr().out and not target.exists()
+
+
+def recorded_keys() -> list[str]:
+    """The keys of the dict that the notebook's cell *The run's numbers and trained weights* passes to save_run."""
+    cell = next(c for c in nbformat.read(runner.NOTEBOOK, as_version=4).cells if "hw3.save_run(" in c.source)
+    [metrics] = [node.value for node in ast.walk(ast.parse(cell.source))
+                 if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "metrics"]
+    return [key.value for key in metrics.keys]
+
+
+def test_the_notebook_records_the_numbers_the_report_and_the_rubric_read():
+    keys = recorded_keys()
+    assert {"per_position_accuracy", "best_possible_per_position", "levels_off_at", "plateau_accuracy",
+            "best_possible_plateau", "gap_to_best_possible_plateau", "best_possible_accuracy", "final_test_accuracy",
+            "sampling_study", "next_prob", "vocab_size"} <= set(keys)
+    assert not [key for key in keys if key.startswith(("bayes", "late_", "report_"))], "an older name"
+
+
+@pytest.mark.xfail(OLD_RECORD, strict=True, reason="report/record.json and report/tolerances.json are of the "
+                   "notebook before the appendix left it; they pass once both are made anew from a fresh run")
+def test_the_record_and_the_tolerance_families_cover_every_number_the_notebook_records():
+    tolerances = record.load_json(record.TOLERANCES)
+    series = {"per_position_accuracy", "best_possible_per_position", "epoch_train_loss"}
+    metrics = {key: [0.5, 0.6] if key in series else 0.5 for key in recorded_keys()}
+    metrics["sampling_study"] = hw3.sampling_table({"greedy": 0.98, (1.0, 0.9): 0.94}, {"greedy": 1, (1.0, 0.9): 4.7})
+    assert outside_tolerance(metrics, metrics, tolerances) == []  # raises where a number has no family
+    assert set(recorded_keys()) <= set(RECORD), "the record is of another notebook"
+
+
+def test_a_runs_numbers_take_in_the_appendixs_only_where_it_analysed_that_run(tmp_path):
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "metrics.json").write_text(json.dumps({"final_test_accuracy": 0.851}), encoding="utf-8")
+    assert record.run_metrics(tmp_path) == {"final_test_accuracy": 0.851}
+    run_id = hw3.file_digest((build / "metrics.json").read_bytes())[:12]
+    appendix = {"homework_run_id": run_id, "bits": {"kl_mean": 0.01}}
+    (build / "appendix_metrics.json").write_text(json.dumps(appendix), encoding="utf-8")
+    assert record.run_metrics(tmp_path) == {"final_test_accuracy": 0.851, **appendix}
+    (build / "appendix_metrics.json").write_text(json.dumps({**appendix, "homework_run_id": "0" * 12}),
+                                                 encoding="utf-8")
+    assert record.run_metrics(tmp_path) == {"final_test_accuracy": 0.851}, "another run's analysis"

@@ -12,7 +12,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 import hw3_helpers as hw3
-from hw3tools import check, runs
+from hw3tools import check
 from hw3tools import notebook as runner
 
 EXPORT_CELL = next(c.source for c in nbformat.read(runner.NOTEBOOK, as_version=4).cells
@@ -108,11 +108,11 @@ def test_after_make_run_the_link_and_any_markdown_need_no_new_run_and_code_does(
     record = {"1": "x = 1"}
     source = hw3.as_notebook(link_notebook(f"[open in Colab]({LINK})"))
     source["cells"][2]["source"] = "How to read (added), one word more."
-    zipped = runs.with_outputs_of(source, ran)
+    zipped = hw3.with_outputs_of(source, ran)
     assert hw3.colab_link(zipped) == LINK and zipped["cells"][2]["source"].endswith("one word more.")
     assert hw3.code_not_as_ran(zipped, record) is None
     source["cells"][3]["source"] = "x = 2"
-    assert "was changed after it ran" in hw3.code_not_as_ran(runs.with_outputs_of(source, ran), record)
+    assert "was changed after it ran" in hw3.code_not_as_ran(hw3.with_outputs_of(source, ran), record)
 
 
 def test_the_link_cell_is_found_by_its_first_words_where_tags_are_gone():
@@ -123,10 +123,10 @@ def test_the_link_cell_is_found_by_its_first_words_where_tags_are_gone():
 
 def test_a_run_stamped_before_the_link_was_set_aside_is_still_read_as_it_was():
     nb = hw3.as_notebook(link_notebook())
-    nb["metadata"][runs.RUN_KEY] = {"sources_sha256": runs.sources_fingerprint(nb, link_cell_aside=False)}
-    assert not runs.edited_after_run(nb)
+    nb["metadata"][hw3.RUN_KEY] = {"sources_sha256": hw3.sources_fingerprint(nb, link_cell_aside=False)}
+    assert not hw3.edited_after_run(nb)
     nb["cells"][1]["source"] += " " + LINK
-    assert runs.edited_after_run(nb)
+    assert hw3.edited_after_run(nb)
 
 
 def test_a_report_figure_is_shown_as_the_image_and_reaches_report_md_as_its_link():
@@ -135,19 +135,18 @@ def test_a_report_figure_is_shown_as_the_image_and_reaches_report_md_as_its_link
     cell.outputs = [new_output("display_data", data={"text/markdown": "**Part.** Text."}),
                     new_output("display_data", data={"image/png": "iVBORw0KGgo=",
                                                      "text/plain": "![A figure](figures/a.png)"})]
-    check_cell = new_code_cell("report_check = hw3.check_report(report_parts.values())")
-    check_cell.outputs = [new_output("display_data", data={"text/markdown": "All claims hold."})]
-    nb = new_notebook(cells=[heading, cell, check_cell])
+    saved = new_code_cell("run_id = hw3.save_run(...)")
+    saved.outputs = [new_output("stream", name="stdout", text="saved build/metrics.json (run id 0123456789ab)\n")]
+    nb = new_notebook(cells=[heading, cell, new_markdown_cell("## The run's numbers and trained weights (added)"),
+                             saved])
     assert hw3.report_text(nb) == "**Part.** Text.\n\n![A figure](figures/a.png)\n"
-    colab = hw3.as_notebook(colab_standin.colab_form(nb))  # no tags: the check is found by its call
+    colab = hw3.as_notebook(colab_standin.colab_form(nb))  # no tags: the report ends at the next heading
     assert hw3.report_text(colab) == hw3.report_text(nb)
     assert hw3.linked_pictures(colab, None).inside == ["figures/a.png"]
 
 
-def stamped_run(folder: Path) -> dict:
-    """A notebook that printed the stamp of the metrics and figures written beside it."""
-    import os
-
+def run_with_a_figure(folder: Path, monkeypatch, metrics=None) -> dict:
+    """A notebook that printed the run id of the metrics written beside it, by a kernel that saved figures/a.png."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,29 +154,75 @@ def stamped_run(folder: Path) -> dict:
 
     cell = new_markdown_cell("![A](figures/a.png)")
     code = new_code_cell("print(...)", execution_count=1)
-    os.environ[hw3.OUTPUT_ENV] = str(folder)
-    try:
-        fig, _ = plt.subplots()
-        hw3.save_figure(fig, "a.png")  # a figure this run writes
-        plt.close(fig)
-        stamp = hw3.write_metrics({"final_test_accuracy": 0.85})
-    finally:
-        del os.environ[hw3.OUTPUT_ENV]
-    code.outputs = [new_output("stream", name="stdout", text=f"wrote build/metrics.json, run stamp {stamp}\n")]
+    monkeypatch.setenv(hw3.OUTPUT_ENV, str(folder))
+    monkeypatch.setattr(hw3, "kernel_record", lambda: {"1": 'fig.savefig(FIGURES / "a.png")'})
+    fig, _ = plt.subplots()
+    (folder / "figures").mkdir(exist_ok=True)
+    fig.savefig(folder / "figures" / "a.png")  # a figure this run writes
+    plt.close(fig)
+    run_id = hw3.write_metrics(metrics or {"final_test_accuracy": 0.85})
+    code.outputs = [new_output("stream", name="stdout", text=f"saved build/metrics.json and build/model.pt "
+                                                             f"(run id {run_id})\n")]
     return hw3.as_notebook(new_notebook(cells=[cell, code]))
 
 
-def test_the_notebook_its_metrics_and_its_figures_must_come_from_one_run(tmp_path):
-    nb = stamped_run(tmp_path)
+def test_the_notebook_its_metrics_and_its_figures_must_come_from_one_run(tmp_path, monkeypatch):
+    nb = run_with_a_figure(tmp_path, monkeypatch)
     metrics = tmp_path / "build" / "metrics.json"
+    assert json.loads(metrics.read_bytes())["figures"].keys() == {"figures/a.png"}
+    assert hw3.run_id(nb) == hw3.file_digest(metrics.read_bytes())[:12]
     assert hw3.one_run_problem(nb, metrics.read_bytes(), tmp_path) is None
     drawn = (tmp_path / "figures" / "a.png").read_bytes()
     (tmp_path / "figures" / "a.png").write_bytes(b"another run's figure")
     assert "figures/a.png" in hw3.one_run_problem(nb, metrics.read_bytes(), tmp_path)
     (tmp_path / "figures" / "a.png").write_bytes(drawn)
     assert "another run's" in hw3.one_run_problem(nb, metrics.read_bytes() + b" ", tmp_path)
-    assert "no run stamp" in hw3.one_run_problem(
+    assert "no run id" in hw3.one_run_problem(
         hw3.as_notebook(new_notebook(cells=[new_code_cell("x")])), metrics.read_bytes(), tmp_path)
+
+
+def test_the_zip_holds_the_notebook_its_report_its_metrics_the_module_and_its_pictures_and_no_appendix(
+        tmp_path, monkeypatch):
+    nb = run_with_a_figure(tmp_path, monkeypatch)
+    for appendix_file in ("study/summary.json", "appendix/study/summary.json", "appendix/figures/a.png",
+                          "build/appendix_metrics.json", "build/model.pt"):
+        (tmp_path / appendix_file).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / appendix_file).write_bytes(b"the appendix's, or the weights")
+    files = hw3.submission_files(nb, (tmp_path / "build" / "metrics.json").read_bytes(), tmp_path)
+    assert set(files) == {"homework3.ipynb", "homework3.html", "report.md", "metrics.json", "hw3_helpers.py",
+                          "figures/a.png"}
+    assert files["hw3_helpers.py"] == (runner.ROOT / "hw3_helpers.py").read_bytes()
+
+
+def a_saved_run_that_reached(accuracy, folder: Path) -> Path:
+    """A notebook saved from Jupyter after a run that reached `accuracy`, with its metrics.json."""
+    (folder / "build").mkdir(parents=True)
+    nb = new_notebook(cells=[new_code_cell("x = 1", execution_count=1)])
+    nbformat.write(nb, folder / "homework3.ipynb")
+    (folder / "build" / "metrics.json").write_text(json.dumps({"final_test_accuracy": accuracy}), encoding="utf-8")
+    return folder
+
+
+def accuracy_rules_only(rubric):
+    """The rubric with only its accuracy rules: every other rule taken as passed."""
+    return lambda *args, **kwargs: [r for r in rubric(*args, **kwargs) if r[0].startswith("test accuracy")]
+
+
+def test_a_run_at_075_zips_with_a_warning_and_a_run_at_060_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(hw3, "check_submission", accuracy_rules_only(hw3.check_submission))
+    monkeypatch.setattr(check, "check_submission", hw3.check_submission)
+    warned = a_saved_run_that_reached(0.75, tmp_path / "warned")
+    assert check.main(["check"], warned) == 0
+    said = capsys.readouterr().out
+    assert "WARN  test accuracy >= 0.80 (ours: a warning, the handout's 0.65 decides)  (0.7500)" in said
+    assert "check: 1 rules pass, 1 warned" in said
+    assert check.main(["zip"], warned) == 0 and (warned / "build" / "hw3_submission.zip").is_file()
+    assert "a warning, which does not block the zip: test accuracy >= 0.80" in capsys.readouterr().out
+    refused = a_saved_run_that_reached(0.60, tmp_path / "refused")
+    assert check.main(["check"], refused) == 1 and check.main(["zip"], refused) == 1
+    said = capsys.readouterr().out
+    assert "FAIL  test accuracy >= 0.65 (assignment)  (0.6000; fix: " in said and "no zip written" in said
+    assert not (refused / "build" / "hw3_submission.zip").exists()
 
 
 def test_with_a_saved_run_and_a_make_run_notebook_the_newer_is_taken_and_named(tmp_path, capsys):

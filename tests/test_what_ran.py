@@ -13,7 +13,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 import hw3_helpers as hw3
 from hw3_helpers import FAIL, PASS, code_not_as_ran
-from hw3tools import check, runs, study
+from hw3tools import check, study
 from hw3tools import notebook as runner
 
 PROOF = "the code is what the kernel ran: every code cell once, in order, from a fresh kernel"
@@ -48,7 +48,7 @@ def test_a_code_cell_changed_after_it_ran_is_named_with_its_first_changed_line_a
     said = code_not_as_ran(nb, record)
     assert said.startswith('cell 3 "Report: results" was changed after it ran')
     assert "first changed line: \"report('the model reaches 0.86')\"" in said
-    assert said.endswith("Restart and Run All, save, zip again")
+    assert said.endswith("; fix: Restart and Run All, save, zip again")
 
 
 def test_white_space_at_line_ends_and_the_final_newline_are_not_a_change():
@@ -123,13 +123,16 @@ def test_without_a_record_the_rule_says_so_in_one_line_and_what_to_do():
 
 
 def recording_notebook(folder):
-    """A real kernel: a few cells, a magic and a form title among them, then the cell that writes the record."""
+    """A real kernel: a few cells, a magic and a form title among them, one that saves a figure, then the cell that
+    writes the record."""
     nb = new_notebook(cells=[
         new_markdown_cell("# Title"),
         new_code_cell("%matplotlib inline\nimport os\nx = 1\n"),
         new_code_cell("#@title Report: a part\nprint(f'x is {x}')"),
         new_code_cell(""),
-        new_code_cell("import hw3_helpers as hw3\nstamp = hw3.write_metrics({'final_test_accuracy': 0.9})"),
+        new_code_cell("from pathlib import Path\nFIGURES = Path(os.environ['HW3_OUTPUT_DIR']) / 'figures'\n"
+                      "FIGURES.mkdir(parents=True, exist_ok=True)\n(FIGURES / 'saved.png').write_bytes(b'png')"),
+        new_code_cell("import hw3_helpers as hw3\nrun_id = hw3.write_metrics({'final_test_accuracy': 0.9})"),
     ])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, folder / "homework3.ipynb")
@@ -140,24 +143,33 @@ def test_the_kernels_own_record_matches_the_cells_it_ran_magics_and_titles_inclu
     """The record comes from IPython's input history, which nbclient, Jupyter and Colab all fill."""
     (tmp_path / "hw3_helpers.py").write_bytes((runner.ROOT / "hw3_helpers.py").read_bytes())
     out = tmp_path / "out"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "mine.png").write_bytes(b"a picture the run did not write")
     executed = runner.run_notebook(recording_notebook(tmp_path), out, log=lambda *a, **k: None)
     nb = hw3.read_notebook(executed)
     metrics = json.loads((out / "build" / "metrics.json").read_text(encoding="utf-8"))
-    assert set(metrics[hw3.KERNEL_RAN]) == {"1", "2", "3"}  # the empty cell was never sent
+    assert set(metrics[hw3.KERNEL_RAN]) == {"1", "2", "3", "4"}  # the empty cell was never sent
     assert code_not_as_ran(nb, metrics[hw3.KERNEL_RAN]) is None
+    assert set(metrics["figures"]) == {"figures/saved.png"}  # the figures named in the code it ran
+    assert hw3.figures_written({"1": "fig.savefig(FIGURES / 'a.png')", "2": "x = 'b.PNG'"}) == {"a.png"}
+    assert hw3.figures_written(None) == set()
     code_cell(nb, 2)["source"] = "#@title Report: a part\nprint(f'x is {x}!')"
     assert "was changed after it ran" in code_not_as_ran(nb, metrics[hw3.KERNEL_RAN])
 
 
 # --- Every number of the report is the run's ----------------------------------------------------------------------
 
-METRICS = {"final_test_accuracy": 0.8506875, "late_accuracy": 0.8941, "next_prob": 0.37, "seed": 0,
+METRICS = {"final_test_accuracy": 0.8506875, "next_prob": 0.37, "seed": 0, "levels_off_at": 12,
+           "plateau_accuracy": 0.8977, "best_possible_plateau": 0.9192, "gap_to_best_possible_plateau": 0.0215384,
+           "best_possible_accuracy": 0.88657,
            "per_position_accuracy": [0.143, 0.2501, 0.7632] + [0.89] * 61,
+           "best_possible_per_position": [0.244, 0.28, 0.399] + [0.92] * 61,
            "sampling_study": [{"setting": "greedy", "temperature": None, "top_p": None, "rule_consistent": 0.9851,
-                               "distinct_continuations": 1.0, "bayes_agreement": 0.983},
+                               "distinct_continuations": 1.0},
                               {"setting": "t=1.0, top_p=0.9", "temperature": 1.0, "top_p": 0.9,
-                               "rule_consistent": 0.9407, "distinct_continuations": 4.765, "bayes_agreement": 0.884}],
-           "torch_version": "2.11.0+cu126", "attention_by_offset": [[0.751] * 8]}
+                               "rule_consistent": 0.9407, "distinct_continuations": 4.765}],
+           "torch_version": "2.11.0+cu126",
+           "attention_by_offset": [[0.751] * 8]}  # the appendix's, where record.run_metrics merges its numbers in
 
 
 def unsupported(text, handout=(0.65, 300.0, 600.0)):
@@ -167,7 +179,8 @@ def unsupported(text, handout=(0.65, 300.0, 600.0)):
 def test_numbers_of_the_run_at_the_precision_written_pass():
     assert unsupported("The model gets 0.851 (85.1%, about 85%) of tokens right; greedy keeps 0.985, nucleus "
                        "sampling (`top_p=0.9`, `t=1.0`) 0.941 with 4.76 or 4.8 different continuations of 8. From "
-                       "position 10 on 0.894; at position 2, 0.76; 37% of tokens jump.") == []
+                       "position 12 on 0.898, the best possible 0.919 there, a gap of 0.022; over all positions "
+                       "0.887; at position 2, 0.76 (best possible 0.399); 37% of tokens jump.") == []
 
 
 def test_a_number_of_no_run_is_named_with_the_closest_value_and_the_test_accuracy():
@@ -187,7 +200,7 @@ def test_the_handouts_numbers_versions_integers_and_addresses_are_not_checked_as
                        "![fig](figures/v1.5.png).") == []
 
 
-def test_the_appendixs_long_series_do_not_count_as_numbers_a_report_may_quote():
+def test_a_long_series_of_the_appendixs_does_not_count_as_numbers_a_report_may_quote():
     assert unsupported("Attention beyond offset 8 is 0.751.") != []
 
 
@@ -206,23 +219,25 @@ def test_the_handout_numbers_are_read_from_the_handed_out_cells_only():
 
 # --- Pictures: the run's, the student's own, and none from outside the folder ------------------------------------
 
-def stamped(folder, *markdown):
-    """A notebook that printed the stamp of the metrics written beside it; the run wrote figures/run.png."""
+def run_with_a_figure(folder, monkeypatch, *markdown):
+    """A notebook that printed the run id of the metrics written beside it; the run's kernel saved
+    figures/run.png."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    os.environ[hw3.OUTPUT_ENV] = str(folder)
-    try:
-        fig, _ = plt.subplots()
-        hw3.save_figure(fig, "run.png")
-        plt.close(fig)
-        stamp = hw3.write_metrics({"final_test_accuracy": 0.85})
-    finally:
-        del os.environ[hw3.OUTPUT_ENV]
+    monkeypatch.setenv(hw3.OUTPUT_ENV, str(folder))
+    monkeypatch.setattr(hw3, "kernel_record", lambda: {"1": 'fig.savefig(FIGURES / "run.png")'})
+    fig, _ = plt.subplots()
+    (folder / "figures").mkdir(exist_ok=True)
+    fig.savefig(folder / "figures" / "run.png")
+    plt.close(fig)
+    run_id = hw3.write_metrics({"final_test_accuracy": 0.85})
+    monkeypatch.delenv(hw3.OUTPUT_ENV)
     code = new_code_cell("print(...)", execution_count=1)
-    code.outputs = [new_output("stream", name="stdout", text=f"wrote build/metrics.json, run stamp {stamp}\n")]
+    code.outputs = [new_output("stream", name="stdout", text=f"saved build/metrics.json and build/model.pt "
+                                                             f"(run id {run_id})\n")]
     nb = hw3.as_notebook(new_notebook(cells=[*map(new_markdown_cell, markdown), code]))
     return nb, (folder / "build" / "metrics.json").read_bytes()
 
@@ -232,9 +247,8 @@ def verdict(results, rule):
 
 
 def test_a_picture_of_the_students_own_is_zipped_and_listed_as_theirs(tmp_path, capsys, monkeypatch):
-    (tmp_path / "figures").mkdir()
     (tmp_path / "my_diagram.png").write_bytes(b"a picture drawn by hand")
-    nb, metrics = stamped(tmp_path, "![run](figures/run.png)", "![mine](my_diagram.png)")
+    nb, metrics = run_with_a_figure(tmp_path, monkeypatch, "![run](figures/run.png)", "![mine](my_diagram.png)")
     (tmp_path / "my_diagram.png").write_bytes(b"the same picture, drawn again after the run")
     results = hw3.check_submission(nb, metrics, tmp_path)
     assert verdict(results, ONE_RUN)[0] == PASS
@@ -246,8 +260,8 @@ def test_a_picture_of_the_students_own_is_zipped_and_listed_as_theirs(tmp_path, 
     assert "your own pictures in it (the run did not write them): my_diagram.png" in capsys.readouterr().out
 
 
-def test_a_figure_the_run_wrote_changed_after_it_is_refused(tmp_path):
-    nb, metrics = stamped(tmp_path, "![run](figures/run.png)")
+def test_a_figure_the_run_wrote_changed_after_it_is_refused(tmp_path, monkeypatch):
+    nb, metrics = run_with_a_figure(tmp_path, monkeypatch, "![run](figures/run.png)")
     (tmp_path / "figures" / "run.png").write_bytes(b"drawn by a later run")
     status, detail = verdict(hw3.check_submission(nb, metrics, tmp_path), ONE_RUN)
     assert status == FAIL and "written by another run than this notebook's: figures/run.png" in detail
@@ -259,7 +273,7 @@ def test_a_picture_from_outside_the_folder_is_refused_with_the_fix_and_never_rea
     folder = tmp_path / "student"
     folder.mkdir()
     (tmp_path / "x.png").write_bytes(b"outside")
-    nb, metrics = stamped(folder, link if link.startswith("<") else f"![x]({link})")
+    nb, metrics = run_with_a_figure(folder, monkeypatch, link if link.startswith("<") else f"![x]({link})")
     status, detail = verdict(hw3.check_submission(nb, metrics, folder), IMAGES)
     assert status == FAIL and "lies outside the notebook's folder" in detail and "link it by a relative path" in detail
     read = []
@@ -270,9 +284,10 @@ def test_a_picture_from_outside_the_folder_is_refused_with_the_fix_and_never_rea
     assert not any(path.name == "x.png" for path in read)
 
 
-def test_web_images_and_attachments_stay_links_and_an_encoded_name_is_found(tmp_path):
+def test_web_images_and_attachments_stay_links_and_an_encoded_name_is_found(tmp_path, monkeypatch):
     (tmp_path / "my diagram.png").write_bytes(b"mine")
-    nb, metrics = stamped(tmp_path, "![w](https://example.org/a.png) ![a](attachment:b.png) ![m](my%20diagram.png)")
+    nb, metrics = run_with_a_figure(tmp_path, monkeypatch,
+                          "![w](https://example.org/a.png) ![a](attachment:b.png) ![m](my%20diagram.png)")
     assert hw3.linked_pictures(nb, None).inside == ["my diagram.png"]
     assert verdict(hw3.check_submission(nb, metrics, tmp_path), IMAGES)[0] == PASS
 
@@ -308,26 +323,26 @@ def test_a_run_without_a_date_gets_the_zip_formats_first_day():
 def test_a_make_run_copy_is_read_with_the_students_markdown_and_link_and_its_code_held_to_what_ran():
     executed, record = ran_notebook("a = 1", "b = 2", markdown="Old words.")
     executed["cells"][1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "run output\n"}]
-    executed["metadata"][runs.RUN_KEY] = runs.run_stamp_metadata(executed)
+    executed["metadata"][hw3.RUN_KEY] = hw3.run_stamp_metadata(executed)
     source = json.loads(json.dumps(executed))
     for cell in source["cells"]:
         if cell["cell_type"] == "code":
             cell["execution_count"], cell["outputs"] = None, []
     source["cells"][0]["source"] = "New words, written after the run."
     source["cells"].insert(2, {"cell_type": "markdown", "metadata": {}, "source": "A cell of my own."})
-    merged = runs.with_outputs_of(source, executed)
+    merged = hw3.with_outputs_of(source, executed)
     assert [c["source"] for c in merged["cells"]] == ["New words, written after the run.", "a = 1",
                                                       "A cell of my own.", "b = 2"]
-    assert merged["cells"][1]["outputs"][0]["text"] == "run output\n" and runs.RUN_KEY not in merged["metadata"]
+    assert merged["cells"][1]["outputs"][0]["text"] == "run output\n" and hw3.RUN_KEY not in merged["metadata"]
     assert code_not_as_ran(merged, record) is None
     source["cells"][3]["source"] = "b = 3"
-    assert 'cell 4 "b = 3" was changed after it ran' in code_not_as_ran(runs.with_outputs_of(source, executed),
+    assert 'cell 4 "b = 3" was changed after it ran' in code_not_as_ran(hw3.with_outputs_of(source, executed),
                                                                          record)
 
 
 def test_make_check_and_zip_name_the_route_s_own_fix(tmp_path, capsys):
     executed, record = ran_notebook("a = 1")
-    executed["metadata"][runs.RUN_KEY] = runs.run_stamp_metadata(executed)
+    executed["metadata"][hw3.RUN_KEY] = hw3.run_stamp_metadata(executed)
     (tmp_path / "build").mkdir()
     (tmp_path / "build" / "homework3.ipynb").write_text(json.dumps(executed), encoding="utf-8")
     metrics = json.dumps({hw3.KERNEL_RAN: record})
@@ -337,6 +352,6 @@ def test_make_check_and_zip_name_the_route_s_own_fix(tmp_path, capsys):
     (tmp_path / "homework3.ipynb").write_text(json.dumps(source), encoding="utf-8")
     os.utime(tmp_path / "homework3.ipynb", (1e9, 1e9))  # older than the run, so `make run`'s copy is taken
     status, detail = verdict(check.verdicts(tmp_path), PROOF)
-    assert status == FAIL and detail.endswith("run `make run` again (`python -m hw3tools run`), then zip again")
+    assert status == FAIL and detail.endswith("; fix: run `make run` again (`python -m hw3tools run`), then zip again")
     assert check.main(["zip"], tmp_path) == 1 and not (tmp_path / "build" / "hw3_submission.zip").exists()
     assert f"FAIL  {PROOF}" in capsys.readouterr().out

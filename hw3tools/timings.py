@@ -1,0 +1,93 @@
+"""`python -m hw3tools measure`: how long the suite takes on this machine, beside the targets and the figures of the
+version before the one-run-per-notebook suite, printed as a table and written into MAINTAINING.md (between its
+`timings` markers), so the guide quotes what this script last measured and nothing else.
+
+    python -m hw3tools measure            # the fast suite and the whole suite (`make test`), in the working tree
+    python -m hw3tools measure --ci       # also `.ci/run` on a fresh clone of HEAD (builds its own .venv)
+    python -m hw3tools measure --fast     # the fast suite alone
+
+Run it on an otherwise idle machine after `make run`: with a notebook running beside it the figures mean nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hw3_helpers import write_atomically
+
+ROOT = Path(__file__).resolve().parents[1]
+GUIDE = ROOT / "MAINTAINING.md"
+START, END = "<!-- timings:start -->", "<!-- timings:end -->"
+# what -> (the target, the figure of the version before: a fresh clone after `make run`, two cores)
+MEASURES = {
+    "the fast suite (`-m \"not e2e\"`)": ("<= 45 s", "95-139 s"),
+    "`make test` (the whole suite)": ("<= 300 s", "596-708 s idle, 959 s beside a run"),
+    "`.ci/run` on a fresh clone": ("<= 600 s", "851-1,020 s"),
+}
+
+
+def timed(command: list[str], cwd: Path, env: dict | None = None) -> tuple[float, str]:
+    """Seconds the command took, and its last line (pytest's summary)."""
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, encoding="utf-8",
+                          env={**os.environ, **(env or {})})
+    seconds = time.perf_counter() - started
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed (exit {done.returncode}):\n" + "\n".join(lines[-30:]))
+    return seconds, lines[-1] if lines else ""
+
+
+def fresh_clone_ci() -> tuple[float, str]:
+    with tempfile.TemporaryDirectory() as folder:
+        clone = Path(folder) / "hw3"
+        subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+        return timed(["bash", ".ci/run"], clone, {"CI": "true"})
+
+
+def table(measured: dict[str, tuple[float, str]]) -> str:
+    rows = ["| what | target | before | now | summary |", "| --- | --- | --- | --- | --- |"]
+    for what, (target, before) in MEASURES.items():
+        seconds, summary = measured.get(what, (None, ""))
+        now = f"{seconds:.0f} s" if seconds is not None else "not measured this time"
+        rows.append(f"| {what} | {target} | {before} | {now} | {summary.strip('= ')} |")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    return (f"Measured by `python -m hw3tools measure` on {stamp}: {os.cpu_count()} cores, Python "
+            f"{sys.version.split()[0]}.\n\n" + "\n".join(rows))
+
+
+def write_into_guide(text: str, guide: Path = GUIDE) -> None:
+    current = guide.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
+    if not pattern.search(current):
+        raise SystemExit(f"{guide} has no {START} ... {END} markers: add them where the table goes")
+    write_atomically(guide, pattern.sub(lambda _: f"{START}\n{text}\n{END}", current))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hw3tools measure", description=__doc__.splitlines()[0])
+    parser.add_argument("--ci", action="store_true", help="also time .ci/run on a fresh clone of HEAD")
+    parser.add_argument("--fast", action="store_true", help="the fast suite alone")
+    args = parser.parse_args(argv)
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    measured = {"the fast suite (`-m \"not e2e\"`)": timed(pytest + ["-m", "not e2e"], ROOT)}
+    if not args.fast:
+        measured["`make test` (the whole suite)"] = timed(pytest, ROOT)
+    if args.ci:
+        measured["`.ci/run` on a fresh clone"] = fresh_clone_ci()
+    text = table(measured)
+    print(text)
+    write_into_guide(text)
+    print(f"wrote the table into {GUIDE.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -279,7 +279,7 @@ RUN_CLAIMS = {  # the claims on the appendix's and the homework's numbers; every
     "A linear probe does not find the coefficient pair",
     "the data pin the pair down after a few tokens",
     "gives `generate`'s tokens exactly",
-    "is faster from 64 generated tokens on",
+    "is faster at the longest continuation timed",
     "the banded sliding window gives the graded one's output",
 }
 STUDY_CLAIMS = [claim for claim in hwa.SUMMARY_CLAIMS if claim not in RUN_CLAIMS]
@@ -465,7 +465,8 @@ RUN_BREAKERS = [  # claim, what the broken run says, whose numbers, the path to 
     ("the data pin the pair down after a few tokens", "Bayes names it only after 11 tokens", "appendix",
      ("probe", "bayes_map_accuracy"), [0.1] * 11 + [0.95] * 53),
     ("gives `generate`'s tokens exactly", "other tokens", "appendix", ("kv_cache", "identical_to_generate"), False),
-    ("is faster from 64 generated tokens on", "slower at 64 tokens", "appendix", ("kv_cache", "speedups", 1), 0.9),
+    ("is faster at the longest continuation timed", "slower at 128 tokens", "appendix", ("kv_cache", "speedups", 2),
+     0.9),
     ("the banded sliding window gives the graded one's output", "off by 0.01", "appendix",
      ("banded_largest_difference",), 0.01),
 ]

@@ -7,7 +7,7 @@ Its sections, each using only what stands above it (the generated table at the e
 
 1. **The report's claims**: `REPORT_CLAIMS`, the report's sentences whose truth depends on the run, and
    `report_verdicts`, which the rubric calls on the run's numbers (`report_numbers`).
-2. **The run's record** (the cell *The run's numbers and trained weights*): `save_run` (the trained weights as
+2. **The run's record** (the cell under *Saving the run, and the Moodle zip*): `save_run` (the trained weights as
    build/model.pt, for the appendix), `write_metrics` (build/metrics.json with `kernel_record`, what the kernel ran,
    and the figures' fingerprints), `sampling_table`, `output_dir`, `write_atomically`, `file_digest`.
 3. **The notebook as JSON**, as Jupyter, Colab and nbformat write it: `read_notebook`, `as_notebook`, the handed-out
@@ -100,7 +100,7 @@ REPORT_CLAIMS = {
         for p in (0.9, 1.0) for a, b in ((0.5, 1.0), (1.0, 1.5), (1.5, 2.0))),
     "A small nucleus protects against high temperature":
         lambda n: all(n.rule_consistent[t, 0.5] > n.rule_consistent[t, 1.0] + 0.1 for t in (1.5, 2.0)),
-    "climbs steeply and levels off at position": _climbs_steeply_then_levels_off,
+    "levels off at about position": _climbs_steeply_then_levels_off,
     "below the best possible there": _below_the_best_possible,
     "the rest of the difference lies in the first positions": _the_rest_lies_in_the_first_positions,
 }
@@ -378,7 +378,7 @@ def colab_link(nb) -> str | None:
 
 def report_cells(nb) -> list:
     """The cells after the assignment's `Your report` heading that make up the report: every one of them (a
-    student's own markdown cells included) up to the next heading of the same level (*The run's numbers*). No
+    student's own markdown cells included) up to the next heading of the same level (*Saving the run*). No
     heading, no report."""
     start = next((i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown"
                   and c["source"].lstrip().startswith(REPORT_HEADING)), None)
@@ -520,13 +520,13 @@ def cell_title(cell) -> str:
 # --------------------------------------------------------------------------------------------------------------
 
 
-RUN_ID = re.compile(r"run id ([0-9a-f]{12})")  # printed under *The run's numbers*, from metrics.json
+RUN_ID = re.compile(r"run id ([0-9a-f]{12})")  # printed under *Saving the run*, from metrics.json
 RERUN = "Restart and Run All, save, zip again"  # the fix for a run that is not the notebook's; each route says its own
 COLAB_RERUN = "Runtime > Restart session and run all (this cell runs last and zips)"
 
 
 def run_id(nb) -> str | None:
-    """The id of metrics.json that the cell *The run's numbers* printed, or None."""
+    """The id of metrics.json that the cell that saves the run printed, or None."""
     text = "".join(str(output.get("text", "")) for cell in nb["cells"] for output in cell.get("outputs", []))
     found = RUN_ID.findall(text)
     return found[-1] if found else None
@@ -594,7 +594,7 @@ def code_not_as_ran(nb, ran: dict[str, str] | None, rerun: str = RERUN) -> str |
             return (f"{where} has execution count {count}, where one pass from a fresh kernel gives {position}: "
                     f"it ran again or out of order; fix: {rerun}")
         if str(count) not in ran:
-            return (f"{where} ran after the cell that records the run (*The run's numbers*); fix: move it above "
+            return (f"{where} ran after the cell that records the run (*Saving the run*); fix: move it above "
                     f"that cell, then {rerun}")
         if _code_lines(ran[str(count)]) != _code_lines(cell["source"]):
             return (f"{where} was changed after it ran (first changed line: "
@@ -608,10 +608,12 @@ def one_run_problem(nb, metrics_bytes: bytes | None, root: Path, pictures: Pictu
     metrics.json fingerprinted (a picture the run never writes is the student's own, and may change)."""
     printed = run_id(nb)
     if metrics_bytes is None:
-        return ("no build/metrics.json: the cell *The run's numbers and trained weights* writes it (it needs "
+        return ("no build/metrics.json: the cell that saves the run (under *Saving the run, and the Moodle zip*) "
+                "writes it (it needs "
                 "hw3_helpers.py beside the notebook)")
     if printed is None:
-        return "the notebook shows no run id: the cell *The run's numbers and trained weights* did not run"
+        return ("the notebook shows no run id: the cell that saves the run (under *Saving the run, and the Moodle "
+                "zip*) did not run")
     if file_digest(metrics_bytes)[:12] != printed:
         return (f"build/metrics.json is another run's (run id {file_digest(metrics_bytes)[:12]}; the notebook "
                 f"printed {printed})")
@@ -921,13 +923,15 @@ mtd[columnalign="right"] + mtd[columnalign="left"] { padding-left: 0; }
     white-space: pre-wrap; overflow-wrap: normal; word-break: normal; overflow: visible;
   }
   .jp-OutputArea-output { display: block; overflow: visible; }  /* tables: no scroll bar, cut off on paper */
-  .jp-RenderedHTMLCommon table { table-layout: auto; max-width: 100%; font-size: 70%; }
+  .jp-RenderedHTMLCommon table { table-layout: auto; max-width: 100%; font-size: 75%; }
   .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th {
     white-space: normal; overflow-wrap: normal; word-break: normal; padding: 2px 5px;
   }
 }
 @media print {
-  .jp-InputArea-editor .cm-editor.cm-s-jupyter .highlight pre, .jp-OutputArea-output pre { font-size: 70%; }
+  .jp-InputArea-editor .cm-editor.cm-s-jupyter .highlight pre, .jp-OutputArea-output pre { font-size: 80%; }
+  /* stderr (training's progress bars) on paper as plain text, not in an alarm-coloured box */
+  .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"] { background: none; }
 }
 </style>
 """

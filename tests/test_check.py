@@ -74,7 +74,7 @@ def a_notebook_that_breaks_every_rule(tmp_path):
         new_code_cell("per_token_acc = calc_per_token_acc(model, TEST_LOADER)", execution_count=4),
         new_markdown_cell(hw3.REPORT_HEADING + " (min 300 words - max 600 words) (2 points)"),
         new_markdown_cell("The model stays 0.123 below the best possible there. ![a](../a.png) ![b](figures/b.png)"),
-        new_markdown_cell("## The run's numbers and trained weights (added)"), saved])
+        new_markdown_cell("## Saving the run, and the Moodle zip (added)"), saved])
     return hw3.as_notebook(nb), json.dumps(metrics).encode()
 
 

@@ -125,8 +125,9 @@ def test_the_grader_reaches_the_report_through_the_handout_and_little_else(nb):
 def test_the_report_is_followed_only_by_the_runs_numbers_and_the_moodle_zip(nb):
     after = nb.cells[report_end(nb):]
     assert [(c.cell_type, c.source.splitlines()[0] if c.cell_type == "markdown" else hw3.is_export_cell(c))
-            for c in after] == [("markdown", "## The run's numbers and trained weights (added)"), ("code", False),
-                                ("markdown", "## The Moodle zip, from Colab (added)"), ("code", True)]
+            for c in after] == [("markdown", "## Saving the run, and the Moodle zip (added)"), ("code", False),
+                                ("markdown", "In Colab, the cell below reads this notebook as the browser shows it and "
+                                             "checks it by the rules of `make check` (the"), ("code", True)]
     assert "hw3.save_run(" in after[1].source
     assert hw3.RUN_ID.search(after[1].source.replace("{run_id}", "0123456789ab")), "the run id the rubric reads"
     headings = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()

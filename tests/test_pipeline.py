@@ -95,7 +95,7 @@ def test_the_report_is_what_the_kernel_displayed_plus_the_students_own_markdown_
     nb = new_notebook(cells=[new_markdown_cell("Instructions"), new_markdown_cell(REPORT_HEADING),
                              report_code("x"), new_markdown_cell("A paragraph the student added, untagged."),
                              new_code_cell("print('a plot, not prose')"),
-                             new_markdown_cell("## The run's numbers and trained weights (added)"),
+                             new_markdown_cell("## Saving the run, and the Moodle zip (added)"),
                              new_code_cell("print('saved')"), new_markdown_cell("Not the report.")])
     nb.cells[2].outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": "Computed: 0.851."})]
     nb.cells[4].outputs = [nbformat.v4.new_output("stream", name="stdout", text="a plot, not prose\n")]
@@ -192,7 +192,7 @@ def test_a_file_written_atomically_gets_the_mode_of_a_plain_open_under_the_same_
 def test_the_report_ends_at_the_next_heading_of_its_level():
     nb = new_notebook(cells=[new_markdown_cell(REPORT_HEADING), report_code("x"),
                              new_markdown_cell("### A sub-heading of the report, still in it"),
-                             new_markdown_cell("## The run's numbers and trained weights (added)"),
+                             new_markdown_cell("## Saving the run, and the Moodle zip (added)"),
                              new_markdown_cell("A paragraph under the run's numbers, not the report.")])
     nb.cells[1].outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": "Computed: 0.851."})]
     assert hw3.report_text(nb) == "Computed: 0.851.\n\n### A sub-heading of the report, still in it\n"

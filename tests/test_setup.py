@@ -258,7 +258,7 @@ def test_our_text_io_names_its_encoding_so_windows_reads_and_writes_utf_8():
         done = subprocess.run(ruff + [str(planted)], cwd=ROOT, capture_output=True, text=True, encoding="utf-8")
     finally:
         planted.unlink()
-    assert done.returncode == 1 and "PLW1514" in done.stdout
+    assert done.returncode == 1 and "unspecified-encoding" in done.stdout and "__planted_encoding_probe" in done.stdout
 
 
 @INSIDE_THE_PROBE

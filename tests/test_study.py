@@ -2,6 +2,7 @@
 summary held to the committed study (and, on planted numbers, to a run)."""
 import ast
 import copy
+import dataclasses
 import json
 import re
 import types
@@ -37,7 +38,19 @@ def tiny_runs():
             for seed in (0, 1)] + [study.Run("epochs", "3 epochs", 0, dict(TINY), epochs=3, train_sequences=256)]
 
 
-def test_a_tiny_study_writes_well_formed_results_and_never_repeats_a_run(tmp_path, monkeypatch):
+@pytest.fixture
+def a_small_test_set(monkeypatch):
+    """The notebook's settings with a fifth of its test set: a tiny run measures the same things, sooner."""
+    settings = study.notebook_settings
+
+    def smaller(sources=None):
+        given = settings(sources)
+        return dataclasses.replace(given, test_sequences=given.test_sequences // 5)
+
+    monkeypatch.setattr(study, "notebook_settings", smaller)
+
+
+def test_a_tiny_study_writes_well_formed_results_and_never_repeats_a_run(tmp_path, monkeypatch, a_small_test_set):
     summary = study.run_study(tiny_runs(), tmp_path, jobs=1, progress=False)
     records = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in (tmp_path / "runs").glob("*.json")}
     assert set(records) == {run.run_id for run in tiny_runs()}
@@ -68,7 +81,7 @@ def test_a_tiny_study_writes_well_formed_results_and_never_repeats_a_run(tmp_pat
     assert study.run_study(tiny_runs(), tmp_path, jobs=1, progress=False) == summary
 
 
-def test_a_seed_is_the_whole_pipeline_and_repeats_exactly(tmp_path):
+def test_a_seed_is_the_whole_pipeline_and_repeats_exactly(tmp_path, a_small_test_set):
     first, other = tiny_runs()[0], tiny_runs()[1]
     study.run_study([first, other], tmp_path, jobs=1, progress=False)
     recorded = json.loads((tmp_path / "runs" / f"{first.run_id}.json").read_text(encoding="utf-8"))
@@ -124,7 +137,8 @@ def test_the_appendix_draws_the_committed_study_without_training(monkeypatch, tm
     assert not any(elsewhere.iterdir())  # nothing written where the kernel happened to be
 
 
-def test_every_run_records_bits_against_bayes_and_old_runs_without_them_are_run_again(tmp_path, monkeypatch):
+def test_every_run_records_bits_against_bayes_and_old_runs_without_them_are_run_again(tmp_path, monkeypatch,
+                                                                                    a_small_test_set):
     summary = study.run_study(tiny_runs()[:2], tmp_path, jobs=1, progress=False)
     path = tmp_path / "runs" / f"{tiny_runs()[0].run_id}.json"
     record = json.loads(path.read_text(encoding="utf-8"))

@@ -137,7 +137,7 @@ def test_a_report_figure_is_shown_as_the_image_and_reaches_report_md_as_its_link
                                                      "text/plain": "![A figure](figures/a.png)"})]
     saved = new_code_cell("run_id = hw3.save_run(...)")
     saved.outputs = [new_output("stream", name="stdout", text="saved build/metrics.json (run id 0123456789ab)\n")]
-    nb = new_notebook(cells=[heading, cell, new_markdown_cell("## The run's numbers and trained weights (added)"),
+    nb = new_notebook(cells=[heading, cell, new_markdown_cell("## Saving the run, and the Moodle zip (added)"),
                              saved])
     assert hw3.report_text(nb) == "**Part.** Text.\n\n![A figure](figures/a.png)\n"
     colab = hw3.as_notebook(colab_standin.colab_form(nb))  # no tags: the report ends at the next heading

@@ -41,10 +41,90 @@ def appendix_code(hw):
 
 # --------------------------------------------------------------------------------------------------------------
 # The e2e tests' runs: each notebook executes once per test session, at its real budget, into a scratch folder (the
-# repository's notebooks are only read, its outputs untouched). Every test that needs a whole run reads these.
+# repository's notebooks are only read, its outputs untouched). Every test that needs a whole run reads these. The
+# homework runs first, in this process (its last cells talk to a stand-in for Colab's frontend); the appendix on it,
+# and the small-budget copy of tests/test_notebook_alone.py, then run as processes of their own, each into a folder
+# of its own, while the tests that need neither go on: they are started once and waited for where a test needs them.
 # --------------------------------------------------------------------------------------------------------------
 STUDENT_SENTENCE = "A sentence I added to the temperature paragraph myself."
 STUDENT_PARAGRAPH = "A paragraph of my own, in a markdown cell inside the report."
+BACKGROUND: dict = {}  # what -> (the process, its folder, its log): started once a session
+
+
+def start(what: str, command: list[str], cwd: Path, folder: Path, env: dict | None = None):
+    """Start `command` as a process of its own (once a session, by its name), its output into a log beside it."""
+    import subprocess
+
+    if what not in BACKGROUND:
+        log = folder.parent / f"{folder.name}.log"
+        with open(log, "w", encoding="utf-8") as sink:
+            process = subprocess.Popen(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
+                                       env={**os.environ, **(env or {})})
+        BACKGROUND[what] = (process, folder, log)
+    return BACKGROUND[what]
+
+
+def finished(what: str, timeout: float = 1800) -> Path:
+    """Wait for a started process; its folder, or a failure with the end of its log."""
+    process, folder, log = BACKGROUND[what]
+    code = process.wait(timeout=timeout)
+    assert code == 0, f"{what} failed (exit {code}):\n" + log.read_text(encoding="utf-8")[-3000:]
+    return folder
+
+
+def small_budget(nb) -> None:
+    """One epoch on a tenth of the training set, and the sampling comparison on a tenth of its prompts: edits to a
+    copy only, for a route that needs a kernel of its own and tests that the notebook runs, not what it reaches."""
+    import re
+
+    training = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("model = Transformer("))
+    training.source, found = re.subn(r"num_epochs=\d+", "num_epochs=1", training.source)
+    assert found == 1
+    data = next(c for c in nb.cells if c.cell_type == "code" and "TRAIN_DATASET, _ = generate_dataset(" in c.source)
+    data.source, found = re.subn(r"(TRAIN_DATASET, _ = generate_dataset\([^)]*num_entries=)(\d+)",
+                                 lambda m: f"{m.group(1)}{int(m.group(2)) // 10}", data.source)
+    assert found == 1
+    sampling = next(c for c in nb.cells if c.cell_type == "code" and "prompt_gens = [" in c.source)
+    sampling.source, found = re.subn(r"np\.random\.choice\(len\(ordered\), (\d+),",
+                                     lambda m: f"np.random.choice(len(ordered), {int(m.group(1)) // 10},",
+                                     sampling.source)
+    assert found == 1
+
+
+def start_notebook_alone(tmp_path_factory):
+    """`jupyter nbconvert --execute --inplace` on a copy of homework3.ipynb at a small budget, alone in its folder
+    (no hw3_helpers.py, no hw3tools), on one thread, as tests/test_notebook_alone.py reads it."""
+    import nbformat
+
+    from hw3tools import notebook as runner
+
+    if "the notebook alone" not in BACKGROUND:
+        folder = tmp_path_factory.mktemp("alone")
+        nb = nbformat.read(runner.NOTEBOOK, as_version=4)
+        small_budget(nb)
+        nbformat.write(nb, folder / "homework3.ipynb")
+        env = {"HW3_NUM_THREADS": "1", "PYTHONPATH": ""}
+        start("the notebook alone", [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                                     "--inplace", "--ExecutePreprocessor.timeout=900", "homework3.ipynb"],
+              folder, folder, env)
+    return BACKGROUND["the notebook alone"]
+
+
+def start_appendix(homework_out: Path, tmp_path_factory):
+    """`python -m hw3tools appendix` on the homework run, in a folder of its own: the run's build/metrics.json and
+    build/model.pt copied there, the appendix's outputs beside them (the homework's folder is left as it was)."""
+    import shutil
+
+    from hw3tools import notebook as runner
+
+    if "the appendix" not in BACKGROUND:
+        folder = tmp_path_factory.mktemp("appendix-run")
+        (folder / "build").mkdir()
+        for name in ("metrics.json", "model.pt"):
+            shutil.copy(homework_out / "build" / name, folder / "build" / name)
+        start("the appendix", [sys.executable, "-m", "hw3tools.cli", "appendix", "--out", str(folder)], runner.ROOT,
+              folder)
+    return BACKGROUND["the appendix"]
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +133,8 @@ def homework_run(tmp_path_factory):
     their own), executed top to bottom through nbclient into a scratch folder, with a stand-in for Colab's frontend
     on its kernel's path: the last cell does what it does in Colab (reads the running notebook, checks it, downloads
     the zip). After the last cell, in the same kernel, the Colab cases of running the export cell alone
-    (tests/colab_standin.py). Returns the folder, the executed notebook, its metrics and what the export cell did."""
+    (tests/colab_standin.py). Then the appendix and the small-budget copy start (above). Returns the folder, the
+    executed notebook, its metrics and what the export cell did."""
     import json
     import shutil
 
@@ -76,22 +157,30 @@ def homework_run(tmp_path_factory):
     executed = runner.run_notebook(source, out, env=colab_standin.install(frontend),
                                    on_cell_execute=colab_standin.frontend_hook(frontend),
                                    then=colab_standin.export_cell_alone_after_the_run(out, frontend, alone))
+    start_appendix(out, tmp_path_factory)
+    start_notebook_alone(tmp_path_factory)
     return {"out": out, "source": source, "executed": executed, "frontend": frontend, "alone": alone,
             "metrics": json.loads((out / "build" / "metrics.json").read_text(encoding="utf-8"))}
 
 
 @pytest.fixture(scope="session")
-def appendix_run(homework_run):
-    """appendix/appendix.ipynb (only read) executed on the session's homework run, into the same scratch folder:
-    build/appendix.ipynb, build/appendix.html, build/appendix_metrics.json, appendix/figures/."""
+def appendix_run(homework_run, tmp_path_factory):
+    """appendix/appendix.ipynb (only read) executed on the session's homework run, in a folder of its own:
+    build/appendix.ipynb, build/appendix.html, build/appendix_metrics.json, appendix/figures/, beside the homework
+    run's build/metrics.json and build/model.pt."""
     import json
 
-    from hw3tools import notebook as runner
-
-    out = homework_run["out"]
-    executed = runner.run_notebook(APPENDIX, out)
-    return {"out": out, "executed": executed,
+    start_appendix(homework_run["out"], tmp_path_factory)
+    out = finished("the appendix")
+    return {"out": out, "executed": out / "build" / "appendix.ipynb",
             "metrics": json.loads((out / "build" / "appendix_metrics.json").read_text(encoding="utf-8"))}
+
+
+@pytest.fixture(scope="session")
+def notebook_alone(tmp_path_factory):
+    """The small-budget copy, executed in place by nbconvert: its folder (see start_notebook_alone)."""
+    start_notebook_alone(tmp_path_factory)
+    return finished("the notebook alone")
 
 
 @pytest.fixture(autouse=True)

@@ -86,13 +86,12 @@ def test_the_numbers_printed_under_the_plot_are_the_reports_and_the_runs(run):
     assert f"levels off at about position {metrics['levels_off_at']}" in report
 
 
-def test_the_students_edits_reach_report_md_the_html_and_the_zip(run, tmp_path):
+def test_the_students_edits_reach_report_md_the_html_and_the_zip(run, zipped):
     report = (run["out"] / "report.md").read_text(encoding="utf-8")
     assert ADDED_SENTENCE in report and ADDED_PARAGRAPH in report
     assert report.index(ADDED_SENTENCE) < report.index(ADDED_PARAGRAPH) < report.index("**Per-token accuracy.**")
     assert ADDED_SENTENCE in (run["out"] / "build" / "homework3.html").read_text(encoding="utf-8")
-    target = make_zip(run, tmp_path)
-    with zipfile.ZipFile(target) as archive:
+    with zipfile.ZipFile(zipped) as archive:
         assert ADDED_SENTENCE in archive.read("report.md").decode("utf-8")
         assert ADDED_SENTENCE in archive.read("homework3.ipynb").decode("utf-8")
 
@@ -103,6 +102,12 @@ def make_zip(run, tmp_path):
     shutil.copytree(run["out"], out)
     assert check.main(["zip"], out) == 0
     return out / "build" / "hw3_submission.zip"
+
+
+@pytest.fixture(scope="module")
+def zipped(run, tmp_path_factory):
+    """`make zip` on a copy of the session's run, once for the tests that read its zip."""
+    return make_zip(run, tmp_path_factory.mktemp("zip"))
 
 
 def test_the_report_stays_within_the_handouts_limits_and_ours(run):
@@ -156,9 +161,9 @@ def test_the_run_agrees_with_the_record_within_measured_tolerances(appendix_run)
     assert outside_tolerance(metrics, record.load_json(record.RECORD), tolerances) == []
 
 
-def test_the_zip_holds_exactly_the_submission(run, tmp_path):
+def test_the_zip_holds_exactly_the_submission(run, zipped):
     out = run["out"]
-    target = make_zip(run, tmp_path)
+    target = zipped
     nb = nbformat.read(run["executed"], as_version=4)
     images = set(hw3.linked_images("\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
                                    + hw3.report_text(nb)))
@@ -273,10 +278,10 @@ def test_each_rubric_rule_catches_what_it_is_for(run, tmp_path, rule):
                                                          if status != hw3.PASS]
 
 
-def test_in_colab_the_last_cell_downloads_the_zip_that_make_zip_builds_checked_by_the_same_rules(run, tmp_path):
+def test_in_colab_the_last_cell_downloads_the_zip_that_make_zip_builds_checked_by_the_same_rules(run, zipped):
     [downloaded] = colab_standin.downloads(run["frontend"])
     assert downloaded == str(run["out"] / "hw3_submission.zip")
-    with zipfile.ZipFile(make_zip(run, tmp_path)) as archive:
+    with zipfile.ZipFile(zipped) as archive:
         members = archive.namelist()
     with zipfile.ZipFile(downloaded) as archive:
         assert sorted(archive.namelist()) == sorted(members)
@@ -419,8 +424,8 @@ def test_the_appendix_analyses_the_homeworks_trained_model_and_runs_without_erro
         run["metrics"]["best_possible_accuracy"], abs=1e-12)  # the homework's predictor is the appendix's
     nb = nbformat.read(appendix_run["executed"], as_version=4)
     assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert (run["out"] / "build" / "appendix.html").is_file()
-    assert {p.name for p in (run["out"] / "appendix" / "figures").glob("*.png")} >= {
+    assert (appendix_run["out"] / "build" / "appendix.html").is_file()
+    assert {p.name for p in (appendix_run["out"] / "appendix" / "figures").glob("*.png")} >= {
         "per_position_vs_ceiling.png", "attention_by_offset.png", "attention_maps.png", "kv_cache_timing.png"}
 
 

@@ -1,53 +1,23 @@
 """The notebook on its own kernel, as `jupyter nbconvert --execute` runs it and as a student runs it in Colab with the
 notebook alone: no `make`, no hw3tools, no hw3_helpers.py beside it, another thread count. The homework and the
 whole report run start to end on the handout's packages and quote the run's numbers; the two cells that need the
-module (the run's numbers, the Moodle zip) each say so in one line. The budget is cut in this copy, by this test (one
-epoch on a tenth of the training set): what is tested here is that the notebook runs, not what it reaches, which the
-session's full run (tests/conftest.py) covers."""
-import os
+module (saving the run, the Moodle zip) each say so in one line. The budget is cut in this copy, by the tests
+(tests/conftest.py, `small_budget`: one epoch on a tenth of the training set, a tenth of the sampling's prompts):
+what is tested here is that the notebook runs, not what it reaches, which the session's full run covers."""
 import re
-import subprocess
-import sys
 
 import nbformat
 import pytest
 
 import hw3_helpers as hw3
-from hw3tools import notebook as runner
 
 pytestmark = pytest.mark.e2e
 
 
-def small_budget(nb):
-    """One epoch on a tenth of the training set, and the sampling comparison on a tenth of its prompts: edits to
-    this copy only."""
-    training = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("model = Transformer("))
-    training.source, found = re.subn(r"num_epochs=\d+", "num_epochs=1", training.source)
-    assert found == 1
-    data = next(c for c in nb.cells if c.cell_type == "code" and "TRAIN_DATASET, _ = generate_dataset(" in c.source)
-    data.source, found = re.subn(r"(TRAIN_DATASET, _ = generate_dataset\([^)]*num_entries=)(\d+)",
-                                 lambda m: f"{m.group(1)}{int(m.group(2)) // 10}", data.source)
-    assert found == 1
-    sampling = next(c for c in nb.cells if c.cell_type == "code" and "prompt_gens = [" in c.source)
-    sampling.source, found = re.subn(r"np\.random\.choice\(len\(ordered\), (\d+),",
-                                     lambda m: f"np.random.choice(len(ordered), {int(m.group(1)) // 10},",
-                                     sampling.source)
-    assert found == 1
-
-
 @pytest.fixture(scope="module")
-def alone(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("alone")
-    nb = nbformat.read(runner.NOTEBOOK, as_version=4)
-    small_budget(nb)
-    nbformat.write(nb, folder / "homework3.ipynb")
-    env = {**os.environ, "HW3_NUM_THREADS": "1"}
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-                             "--inplace", "--ExecutePreprocessor.timeout=900", "homework3.ipynb"], cwd=folder,
-                            env=env, capture_output=True, text=True, encoding="utf-8", timeout=900)
-    assert result.returncode == 0, f"nbconvert --execute failed:\n{result.stderr[-3000:]}"  # say why, not only that
-    return {"nb": nbformat.read(folder / "homework3.ipynb", as_version=4), "folder": folder}
+def alone(notebook_alone):
+    """The copy as nbconvert saved it in place (tests/conftest.py starts it beside the session's homework run)."""
+    return {"nb": nbformat.read(notebook_alone / "homework3.ipynb", as_version=4), "folder": notebook_alone}
 
 
 def text_of(cell):

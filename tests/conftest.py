@@ -127,6 +127,21 @@ def start_appendix(homework_out: Path, tmp_path_factory):
     return BACKGROUND["the appendix"]
 
 
+def pytest_sessionfinish(session):
+    """A background run that no selected test waited for is stopped with the session, not left running."""
+    for process, _, _ in BACKGROUND.values():
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that wait for a run started in the background (the appendix's, the small-budget copy's) go last, so
+    that the rest of the suite runs while those runs do."""
+    waiting = [item for item in items if {"appendix_run", "notebook_alone"} & set(getattr(item, "fixturenames", ()))]
+    items[:] = [item for item in items if item not in waiting] + waiting
+
+
 @pytest.fixture(scope="session")
 def homework_run(tmp_path_factory):
     """homework3.ipynb with a student's edits to the report (a sentence in a report cell, a markdown paragraph of

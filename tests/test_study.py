@@ -866,3 +866,16 @@ def test_the_committed_study_was_trained_by_the_committed_notebook_s_code():
     summary = json.loads((COMMITTED / "summary.json").read_text(encoding="utf-8"))
     assert hwa.stale_runs(summary, fingerprint_of(NOTEBOOK)) == []
     assert study.plan_status(study.plan())["reused"] == [run.run_id for run in study.plan()]
+
+
+def test_every_sentence_of_the_appendixs_summary_holds_for_the_record_run():
+    """The record run (report/record.json: the homework's numbers and the appendix's on them, made on an idle
+    machine) bears out every sentence of the summary, its timing of the KV cache included."""
+    from hw3tools import record
+
+    recorded = record.load_json(record.RECORD)
+    summary = next(c.source for c in nbformat.read(APPENDIX, as_version=4).cells
+                   if c.source.startswith("### Summary of findings"))
+    verdicts = hwa.summary_verdicts(summary, recorded, recorded, json.loads(
+        (COMMITTED / "summary.json").read_text(encoding="utf-8")))
+    assert set(verdicts.values()) == {"holds"}, {claim: v for claim, v in verdicts.items() if v != "holds"}

@@ -41,35 +41,12 @@ def appendix_code(hw):
 
 # --------------------------------------------------------------------------------------------------------------
 # The e2e tests' runs: each notebook executes once per test session, at its real budget, into a scratch folder (the
-# repository's notebooks are only read, its outputs untouched). Every test that needs a whole run reads these. The
-# homework runs first, in this process (its last cells talk to a stand-in for Colab's frontend); the appendix on it,
-# and the small-budget copy of tests/test_notebook_alone.py, then run as processes of their own, each into a folder
-# of its own, while the tests that need neither go on: they are started once and waited for where a test needs them.
+# repository's notebooks are only read, its outputs untouched). Every test that needs a whole run reads these.
+# (Running the appendix and the small-budget copy as processes beside the other tests was measured slower on two
+# cores: their torch threads and the tests' own contend, 440 s against 357 s for the suite.)
 # --------------------------------------------------------------------------------------------------------------
 STUDENT_SENTENCE = "A sentence I added to the temperature paragraph myself."
 STUDENT_PARAGRAPH = "A paragraph of my own, in a markdown cell inside the report."
-BACKGROUND: dict = {}  # what -> (the process, its folder, its log): started once a session
-
-
-def start(what: str, command: list[str], cwd: Path, folder: Path, env: dict | None = None):
-    """Start `command` as a process of its own (once a session, by its name), its output into a log beside it."""
-    import subprocess
-
-    if what not in BACKGROUND:
-        log = folder.parent / f"{folder.name}.log"
-        with open(log, "w", encoding="utf-8") as sink:
-            process = subprocess.Popen(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
-                                       env={**os.environ, **(env or {})})
-        BACKGROUND[what] = (process, folder, log)
-    return BACKGROUND[what]
-
-
-def finished(what: str, timeout: float = 1800) -> Path:
-    """Wait for a started process; its folder, or a failure with the end of its log."""
-    process, folder, log = BACKGROUND[what]
-    code = process.wait(timeout=timeout)
-    assert code == 0, f"{what} failed (exit {code}):\n" + log.read_text(encoding="utf-8")[-3000:]
-    return folder
 
 
 def small_budget(nb) -> None:
@@ -91,65 +68,13 @@ def small_budget(nb) -> None:
     assert found == 1
 
 
-def start_notebook_alone(tmp_path_factory):
-    """`jupyter nbconvert --execute --inplace` on a copy of homework3.ipynb at a small budget, alone in its folder
-    (no hw3_helpers.py, no hw3tools), on one thread, as tests/test_notebook_alone.py reads it."""
-    import nbformat
-
-    from hw3tools import notebook as runner
-
-    if "the notebook alone" not in BACKGROUND:
-        folder = tmp_path_factory.mktemp("alone")
-        nb = nbformat.read(runner.NOTEBOOK, as_version=4)
-        small_budget(nb)
-        nbformat.write(nb, folder / "homework3.ipynb")
-        env = {"HW3_NUM_THREADS": "1", "PYTHONPATH": ""}
-        start("the notebook alone", [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-                                     "--inplace", "--ExecutePreprocessor.timeout=900", "homework3.ipynb"],
-              folder, folder, env)
-    return BACKGROUND["the notebook alone"]
-
-
-def start_appendix(homework_out: Path, tmp_path_factory):
-    """`python -m hw3tools appendix` on the homework run, in a folder of its own: the run's build/metrics.json and
-    build/model.pt copied there, the appendix's outputs beside them (the homework's folder is left as it was)."""
-    import shutil
-
-    from hw3tools import notebook as runner
-
-    if "the appendix" not in BACKGROUND:
-        folder = tmp_path_factory.mktemp("appendix-run")
-        (folder / "build").mkdir()
-        for name in ("metrics.json", "model.pt"):
-            shutil.copy(homework_out / "build" / name, folder / "build" / name)
-        start("the appendix", [sys.executable, "-m", "hw3tools.cli", "appendix", "--out", str(folder)], runner.ROOT,
-              folder)
-    return BACKGROUND["the appendix"]
-
-
-def pytest_sessionfinish(session):
-    """A background run that no selected test waited for is stopped with the session, not left running."""
-    for process, _, _ in BACKGROUND.values():
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=60)
-
-
-def pytest_collection_modifyitems(items):
-    """Tests that wait for a run started in the background (the appendix's, the small-budget copy's) go last, so
-    that the rest of the suite runs while those runs do."""
-    waiting = [item for item in items if {"appendix_run", "notebook_alone"} & set(getattr(item, "fixturenames", ()))]
-    items[:] = [item for item in items if item not in waiting] + waiting
-
-
 @pytest.fixture(scope="session")
 def homework_run(tmp_path_factory):
     """homework3.ipynb with a student's edits to the report (a sentence in a report cell, a markdown paragraph of
     their own), executed top to bottom through nbclient into a scratch folder, with a stand-in for Colab's frontend
     on its kernel's path: the last cell does what it does in Colab (reads the running notebook, checks it, downloads
     the zip). After the last cell, in the same kernel, the Colab cases of running the export cell alone
-    (tests/colab_standin.py). Then the appendix and the small-budget copy start (above). Returns the folder, the
-    executed notebook, its metrics and what the export cell did."""
+    (tests/colab_standin.py). Returns the folder, the executed notebook, its metrics and what the export cell did."""
     import json
     import shutil
 
@@ -172,30 +97,51 @@ def homework_run(tmp_path_factory):
     executed = runner.run_notebook(source, out, env=colab_standin.install(frontend),
                                    on_cell_execute=colab_standin.frontend_hook(frontend),
                                    then=colab_standin.export_cell_alone_after_the_run(out, frontend, alone))
-    start_appendix(out, tmp_path_factory)
-    start_notebook_alone(tmp_path_factory)
     return {"out": out, "source": source, "executed": executed, "frontend": frontend, "alone": alone,
             "metrics": json.loads((out / "build" / "metrics.json").read_text(encoding="utf-8"))}
 
 
 @pytest.fixture(scope="session")
 def appendix_run(homework_run, tmp_path_factory):
-    """appendix/appendix.ipynb (only read) executed on the session's homework run, in a folder of its own:
-    build/appendix.ipynb, build/appendix.html, build/appendix_metrics.json, appendix/figures/, beside the homework
-    run's build/metrics.json and build/model.pt."""
+    """appendix/appendix.ipynb (only read) executed on the session's homework run, in a folder of its own: the run's
+    build/metrics.json and build/model.pt copied there, and beside them build/appendix.ipynb, build/appendix.html,
+    build/appendix_metrics.json and appendix/figures/ (the homework's folder is left as it was)."""
     import json
+    import shutil
 
-    start_appendix(homework_run["out"], tmp_path_factory)
-    out = finished("the appendix")
-    return {"out": out, "executed": out / "build" / "appendix.ipynb",
+    from hw3tools import notebook as runner
+
+    out = tmp_path_factory.mktemp("appendix-run")
+    (out / "build").mkdir()
+    for name in ("metrics.json", "model.pt"):
+        shutil.copy(homework_run["out"] / "build" / name, out / "build" / name)
+    executed = runner.run_notebook(APPENDIX, out)
+    return {"out": out, "executed": executed,
             "metrics": json.loads((out / "build" / "appendix_metrics.json").read_text(encoding="utf-8"))}
 
 
 @pytest.fixture(scope="session")
 def notebook_alone(tmp_path_factory):
-    """The small-budget copy, executed in place by nbconvert: its folder (see start_notebook_alone)."""
-    start_notebook_alone(tmp_path_factory)
-    return finished("the notebook alone")
+    """`jupyter nbconvert --execute --inplace` on a copy of homework3.ipynb at a small budget (`small_budget`), alone
+    in its folder (no hw3_helpers.py, no hw3tools), on one thread: the folder, with the notebook as nbconvert saved
+    it."""
+    import subprocess
+
+    import nbformat
+
+    from hw3tools import notebook as runner
+
+    folder = tmp_path_factory.mktemp("alone")
+    nb = nbformat.read(runner.NOTEBOOK, as_version=4)
+    small_budget(nb)
+    nbformat.write(nb, folder / "homework3.ipynb")
+    env = {**os.environ, "HW3_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--inplace",
+                           "--ExecutePreprocessor.timeout=900", "homework3.ipynb"], cwd=folder, env=env,
+                          capture_output=True, text=True, encoding="utf-8", timeout=900)
+    assert done.returncode == 0, f"nbconvert --execute failed:\n{done.stderr[-3000:]}"  # say why, not only that
+    return folder
 
 
 @pytest.fixture(autouse=True)

@@ -429,12 +429,12 @@ def test_the_appendix_analyses_the_homeworks_trained_model_and_runs_without_erro
         "per_position_vs_ceiling.png", "attention_by_offset.png", "attention_maps.png", "kv_cache_timing.png"}
 
 
-TIMED = {"is faster at the longest continuation timed"}  # a timing: held on the record run, made on an idle machine
+TIMED = {"is faster at the longest continuation timed"}  # a timing: held to the record run, made on an idle machine
 
 
 def test_every_sentence_of_the_appendixs_summary_holds_for_this_run_and_the_committed_study(appendix_run, run):
-    """Every sentence but the timed one, on this session's run: its appendix runs beside other tests, whose load
-    says nothing about the cache's speed-up; that sentence is held to the record run (tests/test_study.py)."""
+    """Every sentence but the timed one, on this session's run: a test session's load (another suite beside it, say)
+    says nothing about the cache's speed-up, so that sentence is held to the record run (tests/test_study.py)."""
     verdicts = hwa.summary_verdicts(summary_of(appendix_run["executed"]), appendix_run["metrics"], run["metrics"],
                                     hwa.load_study())
     assert TIMED <= set(hwa.SUMMARY_CLAIMS)

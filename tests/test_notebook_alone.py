@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def alone(notebook_alone):
-    """The copy as nbconvert saved it in place (tests/conftest.py starts it beside the session's homework run)."""
+    """The copy as nbconvert saved it in place (tests/conftest.py runs it once a session)."""
     return {"nb": nbformat.read(notebook_alone / "homework3.ipynb", as_version=4), "folder": notebook_alone}
 
 

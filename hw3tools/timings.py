@@ -5,6 +5,7 @@ version before the one-run-per-notebook suite, printed as a table and written in
     python -m hw3tools measure            # the fast suite and the whole suite (`make test`), in the working tree
     python -m hw3tools measure --ci       # also `.ci/run` on a fresh clone of HEAD (builds its own .venv)
     python -m hw3tools measure --fast     # the fast suite alone
+    python -m hw3tools measure --ci-only  # `.ci/run` alone; the table's other rows stay as they were
 
 Run it on an otherwise idle machine after `make run`: with a notebook running beside it the figures mean nothing.
 """
@@ -52,15 +53,25 @@ def fresh_clone_ci() -> tuple[float, str]:
         return timed(["bash", ".ci/run"], clone, {"CI": "true"})
 
 
-def table(measured: dict[str, tuple[float, str]]) -> str:
+def table(measured: dict[str, tuple[float, str]], earlier: dict[str, str] | None = None) -> str:
+    """The table: each row this run measured, dated; a row it did not measure keeps what the guide said of it."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     rows = ["| what | target | before | now | summary |", "| --- | --- | --- | --- | --- |"]
     for what, (target, before) in MEASURES.items():
-        seconds, summary = measured.get(what, (None, ""))
-        now = f"{seconds:.0f} s" if seconds is not None else "not measured this time"
-        rows.append(f"| {what} | {target} | {before} | {now} | {summary.strip('= ')} |")
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-    return (f"Measured by `python -m hw3tools measure` on {stamp}: {os.cpu_count()} cores, Python "
-            f"{sys.version.split()[0]}.\n\n" + "\n".join(rows))
+        if what in measured:
+            seconds, summary = measured[what]
+            rows.append(f"| {what} | {target} | {before} | {seconds:.0f} s ({stamp}, {os.cpu_count()} cores, Python "
+                        f"{sys.version.split()[0]}) | {summary.strip('= ')} |")
+        else:
+            rows.append((earlier or {}).get(what) or f"| {what} | {target} | {before} | not measured yet | |")
+    return "Measured by `python -m hw3tools measure`, each row when its date says.\n\n" + "\n".join(rows)
+
+
+def rows_in_guide(guide: Path = GUIDE) -> dict[str, str]:
+    """The table's rows as the guide has them now, by what they measure."""
+    text = guide.read_text(encoding="utf-8")
+    return {line.split("|")[1].strip(): line for line in text.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip() in MEASURES}
 
 
 def write_into_guide(text: str, guide: Path = GUIDE) -> None:
@@ -75,14 +86,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hw3tools measure", description=__doc__.splitlines()[0])
     parser.add_argument("--ci", action="store_true", help="also time .ci/run on a fresh clone of HEAD")
     parser.add_argument("--fast", action="store_true", help="the fast suite alone")
+    parser.add_argument("--ci-only", action="store_true", help=".ci/run on a fresh clone alone; the other rows stay")
     args = parser.parse_args(argv)
     pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    measured = {"the fast suite (`-m \"not e2e\"`)": timed(pytest + ["-m", "not e2e"], ROOT)}
-    if not args.fast:
-        measured["`make test` (the whole suite)"] = timed(pytest, ROOT)
-    if args.ci:
+    measured = {}
+    if not args.ci_only:
+        measured["the fast suite (`-m \"not e2e\"`)"] = timed(pytest + ["-m", "not e2e"], ROOT)
+        if not args.fast:
+            measured["`make test` (the whole suite)"] = timed(pytest, ROOT)
+    if args.ci or args.ci_only:
         measured["`.ci/run` on a fresh clone"] = fresh_clone_ci()
-    text = table(measured)
+    text = table(measured, rows_in_guide())
     print(text)
     write_into_guide(text)
     print(f"wrote the table into {GUIDE.name}")

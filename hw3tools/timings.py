@@ -43,7 +43,8 @@ def timed(command: list[str], cwd: Path, env: dict | None = None) -> tuple[float
     lines = (done.stdout + done.stderr).strip().splitlines()
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed (exit {done.returncode}):\n" + "\n".join(lines[-30:]))
-    return seconds, lines[-1] if lines else ""
+    summaries = [line for line in lines if re.search(r"\d+ passed", line)]  # pytest's last word, not pip's
+    return seconds, summaries[-1] if summaries else "exit 0"
 
 
 def fresh_clone_ci() -> tuple[float, str]:

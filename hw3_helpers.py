@@ -136,13 +136,12 @@ def report_numbers(metrics: dict) -> dict:
     claims are then "not checked")."""
     numbers = {}
     if "sampling_study" in metrics:
-        rows = {row["setting"]: row for row in metrics["sampling_study"]}
         keys = {"greedy" if row["temperature"] is None else (row["temperature"], row["top_p"]): row
-                for row in rows.values()}
+                for row in metrics["sampling_study"]}
         numbers["rule_consistent"] = {key: row["rule_consistent"] for key, row in keys.items()}
         numbers["distinct"] = {key: row["distinct_continuations"] for key, row in keys.items()}
     for name, key in (("per_token_acc", "per_position_accuracy"), ("best_per_token", "best_possible_per_position"),
-                      ("levels_off", "levels_off_at"), ("next_prob", "next_prob"), ("vocab_size", "vocab_size")):
+                      ("levels_off", "levels_off_at")):
         if key in metrics:
             numbers[name] = metrics[key]
     return numbers

@@ -66,7 +66,7 @@ def test_the_drill_a_new_handout_ported_by_one_cells_edit_a_change_passes_every_
 
 
 def test_the_drill_on_the_jump_probability_the_report_and_the_best_possible_follow_the_ported_notebook(tmp_path):
-    from test_report import record_metrics, render
+    from test_report import RECORD, render
 
     from hw3tools import study
     from hw3tools.notebook import load_definitions
@@ -77,7 +77,7 @@ def test_the_drill_on_the_jump_probability_the_report_and_the_best_possible_foll
     assert after.next_prob != before.next_prob and after.epochs == before.epochs
     ported = load_definitions(project / "homework3.ipynb")
     # the report quotes the notebook's NEXT_PROB, rendered on the record's numbers
-    text = render(record_metrics(ported), tmp_path, ported, project / "homework3.ipynb").text
+    text = render(RECORD, tmp_path, ported, project / "homework3.ipynb").text
     assert f"{after.next_prob:.0%} of the tokens" in text and f"{before.next_prob:.0%}" not in text
     # the description under the plot names the constant and quotes no value of it
     nb = nbformat.read(project / "homework3.ipynb", as_version=4)

@@ -66,12 +66,6 @@ def with_plateau(metrics: dict, hw) -> dict:
             "gap_to_best_possible_plateau": best_plateau - plateau, "best_possible_accuracy": float(best.mean())}
 
 
-def record_metrics(hw, recorded: dict = RECORD) -> dict:
-    """The record's numbers as metrics.json holds them (hw: the notebook whose report renders them; unused, kept
-    so that a drill renders on its own notebook's definitions)."""
-    return copy.deepcopy(recorded)
-
-
 def graded_numbers(metrics: dict) -> dict:
     """The graded path's variables, above the plateau's, as a run's metrics record them."""
     rows = metrics["sampling_study"]
@@ -133,7 +127,7 @@ def render(metrics: dict, folder, hw, notebook=runner.NOTEBOOK) -> types.SimpleN
 
 @pytest.fixture(scope="module")
 def metrics(hw):
-    return record_metrics(hw)
+    return copy.deepcopy(RECORD)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ Sections 3 to 7 need only the standard library, so `make check` and `make zip` r
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import math
@@ -922,6 +923,8 @@ mtd[columnalign="right"] + mtd[columnalign="left"] { padding-left: 0; }
     white-space: pre-wrap; overflow-wrap: normal; word-break: normal; overflow: visible;
   }
   .jp-OutputArea-output { display: block; overflow: visible; }  /* tables: no scroll bar, cut off on paper */
+  /* as a block it no longer shares the row with the prompt: width 100% would run past the page by the prompt's */
+  .jp-OutputArea-output { width: auto; }
   .jp-RenderedHTMLCommon table { table-layout: auto; max-width: 100%; font-size: 75%; }
   .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th {
     white-space: normal; overflow-wrap: normal; word-break: normal; padding: 2px 5px;
@@ -960,11 +963,12 @@ def _mathml(convert, latex: str, display: str, failed: list[str]) -> str | None:
     return mathml
 
 
-def _mathml_exporter(html_exporter, failed: list[str]):
+def _mathml_exporter(html_exporter):
     """nbconvert's HTML exporter (class) with the markdown's formulas turned into MathML as the markdown is parsed
     (so that its _, * and \\ inside $...$ stay math), which browsers draw with no script and no network. A formula
-    it cannot convert stays LaTeX and is added to `failed`. None where latex2mathml, an optional package, is not
-    installed (Colab, a student's Python): then MathJax from its CDN draws the formulas, as nbconvert has it."""
+    it cannot convert stays LaTeX and is added to the exporter's `failed`. None where latex2mathml, an optional
+    package, is not installed (Colab, a student's Python): then MathJax from its CDN draws the formulas, as
+    nbconvert has it."""
     try:
         from jinja2 import pass_context
         from latex2mathml.converter import convert
@@ -973,21 +977,27 @@ def _mathml_exporter(html_exporter, failed: list[str]):
         return None
 
     class MathMLRenderer(IPythonRenderer):
+        def __init__(self, failed: list[str], **options):
+            super().__init__(**options)
+            self.failed = failed
+
         def block_math(self, body):
-            return _mathml(convert, body, "block", failed) or super().block_math(body)
+            return _mathml(convert, body, "block", self.failed) or super().block_math(body)
 
         def inline_math(self, body):
-            return _mathml(convert, body, "inline", failed) or super().inline_math(body)
+            return _mathml(convert, body, "inline", self.failed) or super().inline_math(body)
 
         def latex_environment(self, name, body):
-            return (_mathml(convert, f"\\begin{{{name}}}{body}\\end{{{name}}}", "block", failed)
+            return (_mathml(convert, f"\\begin{{{name}}}{body}\\end{{{name}}}", "block", self.failed)
                     or super().latex_environment(name, body))
 
     class MathMLExporter(html_exporter):
+        failed: list[str] = []  # the formulas of the last export that stayed LaTeX
+
         @pass_context
         def markdown2html(self, context, source):  # nbconvert's, with the renderer above
             renderer = MathMLRenderer(
-                escape=False, attachments=context.get("cell", {}).get("attachments", {}),
+                self.failed, escape=False, attachments=context.get("cell", {}).get("attachments", {}),
                 embed_images=self.embed_images, path=context.get("resources", {}).get("metadata", {}).get("path", ""),
                 anchor_link_text=self.anchor_link_text, exclude_anchor_links=self.exclude_anchor_links,
                 **getattr(self, "lexer_options", {}))
@@ -999,30 +1009,42 @@ def _mathml_exporter(html_exporter, failed: list[str]):
 MATHJAX_SCRIPT = re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", re.DOTALL)
 
 
+@functools.cache
+def _reading_copy_exporter():
+    """One exporter per process (nbconvert compiles its page templates per exporter, a quarter of a second each):
+    embedded images, the report cells' code left out (tagged REPORT_TAG in the copy it is given), formulas as
+    MathML where latex2mathml is installed. None where nbconvert is missing."""
+    try:
+        from nbconvert import HTMLExporter
+        from nbconvert.preprocessors import TagRemovePreprocessor
+    except ImportError:
+        return None
+    exporter = (_mathml_exporter(HTMLExporter) or HTMLExporter)(embed_images=True)
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags=[REPORT_TAG], enabled=True), enabled=True)
+    return exporter
+
+
 def notebook_html(nb, images_from: Path) -> str | None:
     """The notebook as one HTML page for a grader without Jupyter: nbconvert's export with the figures the
     markdown links embedded, the report cells showing their text and not the code that formats it (found by
     content, as Colab keeps no tags), long lines wrapped at spaces when printed, the markdown's formulas as MathML
     where latex2mathml is installed (and then no MathJax from the network, unless some LaTeX is left for it). None
     where nbconvert is missing."""
-    try:
-        import nbformat
-        from nbconvert import HTMLExporter
-        from nbconvert.preprocessors import TagRemovePreprocessor
-    except ImportError:
+    exporter = _reading_copy_exporter()
+    if exporter is None:
         return None
+    import nbformat
+
     copy = as_notebook(nb)
     for cell in report_cells(copy):
         if cell["cell_type"] == "code":
             cell["metadata"]["tags"] = sorted({*_tags(cell), REPORT_TAG})
-    failed: list[str] = []
-    mathml_exporter = _mathml_exporter(HTMLExporter, failed)
-    exporter = (mathml_exporter or HTMLExporter)(embed_images=True)
-    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags=[REPORT_TAG], enabled=True), enabled=True)
+    as_mathml = hasattr(exporter, "failed")
+    exporter.failed = []
     body, _ = exporter.from_notebook_node(nbformat.from_dict(copy), resources={"metadata": {"path": str(images_from)}})
     latex_outputs = any("text/latex" in output.get("data", {}) for cell in copy["cells"]
                         for output in cell.get("outputs", []))  # MathJax draws those
-    if mathml_exporter is not None and not failed and not latex_outputs:
+    if as_mathml and not exporter.failed and not latex_outputs:
         body = MATHJAX_SCRIPT.sub("", body, count=1)
     return body.replace("</head>", WRAP_CODE_STYLE + "</head>", 1)
 

@@ -19,6 +19,7 @@ Its sections, each using only what stands above it:
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import os
@@ -759,6 +760,13 @@ def bound_names(tree: ast.Module) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+@functools.lru_cache(maxsize=1024)
+def _names_bound_by(source: str | None) -> tuple[str, ...] | None:
+    """bound_names of a cell's source; None for an empty or unparsable one (kept: the same cells are read often)."""
+    tree = _parsed(source) if source and source.strip() else None
+    return None if tree is None else bound_names(tree)
+
+
 def training_cells(code_sources: list[str]) -> dict[str, str | None]:
     """Per cell of TRAINING_CELLS, its source among `code_sources` (a notebook's code cells in order, or a kernel's
     `In`: the sources it executed, in the order it ran them): the last one that binds exactly the names the
@@ -767,8 +775,7 @@ def training_cells(code_sources: list[str]) -> dict[str, str | None]:
     by_names = {names: name for name, names in TRAINING_CELLS.items()}
     found = dict.fromkeys(TRAINING_CELLS)
     for source in code_sources:
-        tree = _parsed(source) if source and source.strip() else None
-        name = None if tree is None else by_names.get(bound_names(tree))
+        name = by_names.get(_names_bound_by(source))
         if name is not None:
             found[name] = source
     return found
@@ -799,17 +806,23 @@ def tree_shape(node):
     return [type(node).__name__, repr(node)]  # a constant, an identifier, a flag such as ImportFrom's level
 
 
+@functools.lru_cache(maxsize=256)
+def _cell_shape_json(source: str | None) -> str:
+    """One cell's part of the training fingerprint, as compact JSON (kept: the study's staleness checks fingerprint
+    the same cells many times)."""
+    tree = None if source is None else _parsed(source)
+    shape = ("missing" if source is None else
+             tree_shape(tree) if tree is not None else ["unparsable", significant_lines(source)])
+    return json.dumps(shape, separators=(",", ":"))
+
+
 def training_fingerprint(code_sources: list[str]) -> str:
     """The sha256 of what a run of the study trains with: the syntax trees (`tree_shape`) of the cells of
     TRAINING_CELLS as `training_cells` finds them in `code_sources`, in TRAINING_CELLS's order ("missing" for one
     not found). The same from the notebook file (its code cells) and in its kernel (`In`); comments, line breaks and
     docstrings aside, any change to these cells changes it."""
-    shapes = []
-    for source in training_cells(code_sources).values():
-        tree = None if source is None else _parsed(source)
-        shapes.append("missing" if source is None else
-                      tree_shape(tree) if tree is not None else ["unparsable", significant_lines(source)])
-    return hashlib.sha256(json.dumps(shapes, separators=(",", ":")).encode()).hexdigest()
+    shapes = ",".join(_cell_shape_json(source) for source in training_cells(code_sources).values())
+    return hashlib.sha256(f"[{shapes}]".encode()).hexdigest()  # json.dumps of the list of shapes, compact
 
 
 def stale_runs(summary: dict, current: str) -> list[tuple[str, str, int]]:

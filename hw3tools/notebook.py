@@ -177,6 +177,7 @@ def run_notebook(source: Path = NOTEBOOK, out_root: Path = ROOT, cell_timeout: i
     build.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(source, as_version=4)
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
+                            shutdown_kernel="immediate",  # its work is done and saved: no wait for its exit
                             resources={"metadata": {"path": str(source.parent)}},
                             # the kernel's start-up warnings (TCP without encryption on a local socket) are noise
                             extra_arguments=["--IPKernelApp.log_level=ERROR"],

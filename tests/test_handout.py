@@ -166,8 +166,9 @@ def our_texts(root: Path = ROOT) -> dict[str, str]:
 
 
 def literals_in(texts: dict[str, str], settings=None) -> list[str]:
+    patterns = prescribed_literals(settings)
     return [f"{where}: {match.group(0)!r}" for where, text in texts.items()
-            for pattern in prescribed_literals(settings) for match in pattern.finditer(text)]
+            for pattern in patterns for match in pattern.finditer(text)]
 
 
 def test_no_literal_of_the_prescribed_setup_is_copied_outside_the_handed_out_cells():

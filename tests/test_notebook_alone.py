@@ -2,8 +2,9 @@
 notebook alone: no `make`, no hw3tools, no hw3_helpers.py beside it, another thread count. The homework and the
 whole report run start to end on the handout's packages and quote the run's numbers; the two cells that need the
 module (saving the run, the Moodle zip) each say so in one line. The budget is cut in this copy, by the tests
-(tests/conftest.py, `small_budget`: one epoch on a tenth of the training set, a tenth of the sampling's prompts):
-what is tested here is that the notebook runs, not what it reaches, which the session's full run covers."""
+(tests/conftest.py, `small_budget`: one epoch on a tenth of the training set, a tenth of the test set, two prompts
+for the sampling): what is tested here is that the notebook runs, not what it reaches, which the session's full run
+covers."""
 import re
 
 import nbformat

@@ -52,7 +52,7 @@ def test_a_failing_cell_stops_the_run_and_is_named(tmp_path):
 def test_a_hung_cell_is_stopped_by_the_time_limit(tmp_path):
     source = write_notebook(tmp_path / "homework3.ipynb", new_code_cell("import time\ntime.sleep(60)"))
     with pytest.raises(runner.RunFailed, match="cell 1"):
-        runner.run_notebook(source, tmp_path / "out", cell_timeout=3, log=lambda *a, **k: None)
+        runner.run_notebook(source, tmp_path / "out", cell_timeout=1, log=lambda *a, **k: None)
 
 
 def test_a_successful_run_writes_notebook_html_and_report(tmp_path):

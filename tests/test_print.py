@@ -48,9 +48,13 @@ def printed(tmp_path):
 
 @pytest.fixture
 def without_latex2mathml(monkeypatch):
-    """This Python as Colab's or a student's: `import latex2mathml` raises ImportError."""
+    """This Python as Colab's or a student's: `import latex2mathml` raises ImportError (and the exporter, built once
+    per process, is built again without it, and once more after)."""
     monkeypatch.setitem(sys.modules, "latex2mathml", None)
     monkeypatch.setitem(sys.modules, "latex2mathml.converter", None)
+    hw3._reading_copy_exporter.cache_clear()
+    yield
+    hw3._reading_copy_exporter.cache_clear()
 
 
 def rules(css: str, media: str | None) -> list[tuple[str, dict[str, str]]]:
@@ -106,6 +110,14 @@ def test_printed_or_narrow_code_and_printouts_wrap_at_spaces_only(printed, media
     # nbconvert's lab styles give printouts word-break: break-all; ours, later in the page, must undo it
     assert rule["overflow-wrap"] == "normal" and rule["word-break"] == "normal"
     assert rule["overflow"] == "visible"  # overflow-y: auto would turn overflow-x: visible into a scroll bar
+
+
+@pytest.mark.parametrize("media", ["print", "max-width: 760px"])
+def test_a_printed_output_stays_inside_its_row_beside_the_prompt(printed, media):
+    """lab lays an output out as a table cell of width 100% beside the prompt's cell; made a block (above), 100% is
+    the whole row's width, and a long printout ran past the page's edge by the prompt's width, clipped there."""
+    rule = declared(our_style(printed), media, ".jp-OutputArea-output")
+    assert rule["display"] == "block" and rule["width"] == "auto"
 
 
 def test_a_line_of_88_characters_fits_the_printed_page(printed):
@@ -165,6 +177,9 @@ def test_a_formula_latex2mathml_cannot_convert_stays_latex_and_keeps_mathjax(tmp
     html = page(tmp_path, new_markdown_cell(r"Known $x_1$, unknown $\notacommand{y}$."))
     assert html.count("<math") == 1
     assert r"$\notacommand{y}$" in html and MATHJAX_CDN in html
+    # the exporter is built once per process: the next page, all of whose formulas convert, loads no MathJax
+    html = page(tmp_path, new_markdown_cell(r"Known $x_1$ only."))
+    assert html.count("<math") == 1 and MATHJAX_CDN not in html
 
 
 def test_latex_outputs_keep_mathjax(tmp_path):

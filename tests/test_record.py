@@ -93,7 +93,7 @@ def test_the_notebook_records_the_numbers_the_report_and_the_rubric_read():
     keys = recorded_keys()
     assert {"per_position_accuracy", "best_possible_per_position", "levels_off_at", "plateau_accuracy",
             "best_possible_plateau", "gap_to_best_possible_plateau", "best_possible_accuracy", "final_test_accuracy",
-            "sampling_study", "next_prob", "vocab_size"} <= set(keys)
+            "sampling_prompts", "sampling_study", "next_prob", "vocab_size"} <= set(keys)
     assert not [key for key in keys if key.startswith(("bayes", "late_", "report_"))], "an older name"
 
 

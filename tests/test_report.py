@@ -40,7 +40,7 @@ HEADS = ["**Cross-entropy in training.**", "**Generating tokens.**", "**Nucleus 
 # The graded path's variables the report quotes: the training's, the sampling comparison's, the plot's, and the
 # plateau's, which the cells between the plot's description and the report heading compute
 RUN_VARIABLES = {"final_test_accuracy", "per_token_acc", "rule_consistent", "distinct", "levels_off", "plateau",
-                 "best_plateau", "best_per_token"}
+                 "best_plateau", "best_per_token", "prompt_gens"}
 # Terms the handout does not use -> words that show the sentence where the term first appears defines it: in the
 # report, which stands on its own, and in the homework's prose read from the top (the added markdown, then the report)
 DEFINED_WHERE_FIRST_USED = {
@@ -72,6 +72,7 @@ def graded_numbers(metrics: dict) -> dict:
     setting = {row["setting"]: "greedy" if row["temperature"] is None else (row["temperature"], row["top_p"])
                for row in rows}
     return {"final_test_accuracy": metrics["final_test_accuracy"],
+            "prompt_gens": [None] * metrics["sampling_prompts"],  # the report states only how many
             "per_token_acc": np.array(metrics["per_position_accuracy"]),
             "rule_consistent": {setting[row["setting"]]: row["rule_consistent"] for row in rows},
             "distinct": {setting[row["setting"]]: row["distinct_continuations"] for row in rows}}
@@ -205,7 +206,7 @@ def test_the_report_quotes_only_variables_of_the_graded_path_and_the_handouts_co
     assert given == {"optimizer"}
     for cell in REPORT_CELLS:
         names = {node.id for node in ast.walk(ast.parse(cell.source)) if isinstance(node, ast.Name)}
-        allowed = RUN_VARIABLES | constants | given
+        allowed = RUN_VARIABLES | constants | given | {"len"}
         assert names - {"report"} <= allowed, names - allowed
 
 

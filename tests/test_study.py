@@ -5,7 +5,9 @@ import copy
 import dataclasses
 import json
 import re
+import shutil
 import types
+from pathlib import Path
 
 import matplotlib
 import nbformat
@@ -38,8 +40,7 @@ def tiny_runs():
             for seed in (0, 1)] + [study.Run("epochs", "3 epochs", 0, dict(TINY), epochs=3, train_sequences=256)]
 
 
-@pytest.fixture
-def a_small_test_set(monkeypatch):
+def smaller_test_set(monkeypatch) -> None:
     """The notebook's settings with a fifth of its test set: a tiny run measures the same things, sooner."""
     settings = study.notebook_settings
 
@@ -50,9 +51,30 @@ def a_small_test_set(monkeypatch):
     monkeypatch.setattr(study, "notebook_settings", smaller)
 
 
-def test_a_tiny_study_writes_well_formed_results_and_never_repeats_a_run(tmp_path, monkeypatch, a_small_test_set):
-    summary = study.run_study(tiny_runs(), tmp_path, jobs=1, progress=False)
-    records = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in (tmp_path / "runs").glob("*.json")}
+@pytest.fixture
+def a_small_test_set(monkeypatch):
+    smaller_test_set(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """tiny_runs() trained once for this file, on a fifth of the test set: (its folder, its summary). Tests that
+    change it work on a copy (`copy_of`)."""
+    folder = tmp_path_factory.mktemp("tiny-study")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        smaller_test_set(monkeypatch)
+        summary = study.run_study(tiny_runs(), folder, jobs=1, progress=False)
+    return folder, summary
+
+
+def copy_of(folder, tmp_path):
+    return Path(shutil.copytree(folder, tmp_path / "study"))
+
+
+def test_a_tiny_study_writes_well_formed_results_and_never_repeats_a_run(tmp_path, monkeypatch, a_small_test_set,
+                                                                         tiny_study):
+    folder, summary = tiny_study
+    records = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in (folder / "runs").glob("*.json")}
     assert set(records) == {run.run_id for run in tiny_runs()}
     for record in records.values():
         assert 0 <= record["test_accuracy"] <= 1 and 0 < record["bayes_accuracy"] <= 1
@@ -78,17 +100,17 @@ def test_a_tiny_study_writes_well_formed_results_and_never_repeats_a_run(tmp_pat
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(study, "execute", must_not_train)
-    assert study.run_study(tiny_runs(), tmp_path, jobs=1, progress=False) == summary
+    assert study.run_study(tiny_runs(), copy_of(folder, tmp_path), jobs=1, progress=False) == summary
 
 
-def test_a_seed_is_the_whole_pipeline_and_repeats_exactly(tmp_path, a_small_test_set):
+def test_a_seed_is_the_whole_pipeline_and_repeats_exactly(a_small_test_set, tiny_study):
+    folder, _ = tiny_study
     first, other = tiny_runs()[0], tiny_runs()[1]
-    study.run_study([first, other], tmp_path, jobs=1, progress=False)
-    recorded = json.loads((tmp_path / "runs" / f"{first.run_id}.json").read_text(encoding="utf-8"))
+    recorded = json.loads((folder / "runs" / f"{first.run_id}.json").read_text(encoding="utf-8"))
     again = study.execute(first)
     assert again["test_accuracy"] == recorded["test_accuracy"]
     assert again["bayes_accuracy"] == recorded["bayes_accuracy"]
-    other_record = json.loads((tmp_path / "runs" / f"{other.run_id}.json").read_text(encoding="utf-8"))
+    other_record = json.loads((folder / "runs" / f"{other.run_id}.json").read_text(encoding="utf-8"))
     assert other_record["bayes_accuracy"] != recorded["bayes_accuracy"]  # another seed draws another test set
 
 
@@ -138,16 +160,17 @@ def test_the_appendix_draws_the_committed_study_without_training(monkeypatch, tm
 
 
 def test_every_run_records_bits_against_bayes_and_old_runs_without_them_are_run_again(tmp_path, monkeypatch,
-                                                                                    a_small_test_set):
-    summary = study.run_study(tiny_runs()[:2], tmp_path, jobs=1, progress=False)
-    path = tmp_path / "runs" / f"{tiny_runs()[0].run_id}.json"
+                                                                                    a_small_test_set, tiny_study):
+    folder = copy_of(tiny_study[0], tmp_path)
+    summary = study.run_study(tiny_runs()[:2], folder, jobs=1, progress=False)
+    path = folder / "runs" / f"{tiny_runs()[0].run_id}.json"
     record = json.loads(path.read_text(encoding="utf-8"))
     assert record["kl_bits"] > 0 and record["bayes_entropy_bits"] > 0
     assert record["cross_entropy_bits"] - record["bayes_entropy_bits"] == pytest.approx(record["kl_bits"], abs=1e-9)
     assert len(record["kl_bits_per_position"]) == SETTINGS.seq_len
     dense = next(c for c in summary["configs"] if c["name"] == "dense (prescribed)")
     assert dense["kl_bits"]["per_seed"] == pytest.approx(
-        [json.loads((tmp_path / "runs" / f"{r.run_id}.json").read_text(encoding="utf-8"))["kl_bits"]
+        [json.loads((folder / "runs" / f"{r.run_id}.json").read_text(encoding="utf-8"))["kl_bits"]
          for r in tiny_runs()[:2]])
     for key in study.REQUIRED:  # a run recorded before the bits were measured
         del record[key]
@@ -156,7 +179,7 @@ def test_every_run_records_bits_against_bayes_and_old_runs_without_them_are_run_
     original = study.execute
     monkeypatch.setattr(study, "execute", lambda run, device="cpu", notebook=NOTEBOOK: rerun.append(run.run_id)
                         or original(run, device, notebook))
-    study.run_study(tiny_runs()[:2], tmp_path, jobs=1, progress=False)
+    study.run_study(tiny_runs()[:2], folder, jobs=1, progress=False)
     assert rerun == [tiny_runs()[0].run_id]
     assert "kl_bits" in json.loads(path.read_text(encoding="utf-8"))
 

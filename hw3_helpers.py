@@ -1016,11 +1016,15 @@ def _reading_copy_exporter():
     MathML where latex2mathml is installed. None where nbconvert is missing."""
     try:
         from nbconvert import HTMLExporter
+        from nbconvert.filters.strings import clean_html
         from nbconvert.preprocessors import TagRemovePreprocessor
     except ImportError:
         return None
     exporter = (_mathml_exporter(HTMLExporter) or HTMLExporter)(embed_images=True)
     exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags=[REPORT_TAG], enabled=True), enabled=True)
+    # nbconvert sanitizes each code cell's highlighted source (most of an export's time); a cell unchanged since
+    # the last export of this process gives the same text, sanitized once
+    exporter.register_filter("clean_html", functools.lru_cache(maxsize=1024)(clean_html))
     return exporter
 
 

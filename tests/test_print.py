@@ -196,3 +196,14 @@ def test_fonts_cover_symbols_and_emoji_on_windows_macos_and_linux(printed):
         for font in ("DejaVu Sans", "Segoe UI Symbol", "Segoe UI Emoji", "Apple Color Emoji", "Noto Color Emoji"):
             assert f"'{font}'" in stack, (variable, font)
     assert "'DejaVu Math TeX Gyre'" in declared(our_style(printed), None, "math")["font-family"]
+
+
+def test_the_exporter_kept_between_pages_shows_each_page_as_it_is(tmp_path):
+    """One exporter serves a process, its sanitizing of code cells kept by their text: the same cells give the same
+    page, an edited cell its new text, and markup typed into code still shows as text."""
+    code = new_code_cell("x = '<b>bold</b>'  # version-one", execution_count=1)
+    first = page(tmp_path, code)
+    assert page(tmp_path, code) == first
+    edited = page(tmp_path, new_code_cell("x = '<b>bold</b>'  # version-two", execution_count=1))
+    assert "version-two" in edited and "version-one" not in edited
+    assert "<b>bold</b>" not in edited and "&lt;b&gt;bold&lt;/b&gt;" in edited

@@ -1043,8 +1043,9 @@ def notebook_html(nb, images_from: Path) -> str | None:
     for cell in report_cells(copy):
         if cell["cell_type"] == "code":
             cell["metadata"]["tags"] = sorted({*_tags(cell), REPORT_TAG})
-    as_mathml = hasattr(exporter, "failed")
-    exporter.failed = []
+    as_mathml = hasattr(type(exporter), "failed")  # the MathML exporter's class has the list; nbconvert's has none
+    if as_mathml:
+        exporter.failed = []
     body, _ = exporter.from_notebook_node(nbformat.from_dict(copy), resources={"metadata": {"path": str(images_from)}})
     latex_outputs = any("text/latex" in output.get("data", {}) for cell in copy["cells"]
                         for output in cell.get("outputs", []))  # MathJax draws those

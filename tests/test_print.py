@@ -170,6 +170,8 @@ def test_without_latex2mathml_the_formulas_are_left_to_mathjax_from_its_cdn(tmp_
     assert "<math" not in html
     assert MATHJAX_CDN in html and "MathJax.Hub" in html
     assert r"$a_1 * b_2 * \text{head\_dim}$" in html and "$$" in html  # the LaTeX as MathJax reads it
+    again = page(tmp_path, new_markdown_cell(f"The sum {INLINE} again."))  # the exporter kept for the process
+    assert "<math" not in again and MATHJAX_CDN in again
 
 
 def test_a_formula_latex2mathml_cannot_convert_stays_latex_and_keeps_mathjax(tmp_path):

@@ -113,7 +113,7 @@ def zipped(run, tmp_path_factory):
 def test_the_report_stays_within_the_handouts_limits_and_ours(run):
     words = len((run["out"] / "report.md").read_text(encoding="utf-8").split())
     added = len(ADDED_SENTENCE.split()) + len(ADDED_PARAGRAPH.split())
-    assert 350 <= words - added <= 500  # ours, as `wc -w report.md` counts; the handout allows 300 to 600
+    assert 350 <= words - added <= 550  # ours, as `wc -w report.md` counts; the handout allows 300 to 600
 
 
 def test_the_executed_notebook_passes_the_rubric(run):

@@ -992,7 +992,9 @@ def _mathml_exporter(html_exporter):
                     or super().latex_environment(name, body))
 
     class MathMLExporter(html_exporter):
-        failed: list[str] = []  # the formulas of the last export that stayed LaTeX
+        def __init__(self, **options):
+            super().__init__(**options)
+            self.failed: list[str] = []  # the formulas of the last export that stayed LaTeX
 
         @pass_context
         def markdown2html(self, context, source):  # nbconvert's, with the renderer above
@@ -1043,9 +1045,9 @@ def notebook_html(nb, images_from: Path) -> str | None:
     for cell in report_cells(copy):
         if cell["cell_type"] == "code":
             cell["metadata"]["tags"] = sorted({*_tags(cell), REPORT_TAG})
-    as_mathml = hasattr(type(exporter), "failed")  # the MathML exporter's class has the list; nbconvert's has none
+    as_mathml = hasattr(exporter, "failed")  # the MathML exporter has the list from its start; nbconvert's has none
     if as_mathml:
-        exporter.failed = []
+        exporter.failed.clear()
     body, _ = exporter.from_notebook_node(nbformat.from_dict(copy), resources={"metadata": {"path": str(images_from)}})
     latex_outputs = any("text/latex" in output.get("data", {}) for cell in copy["cells"]
                         for output in cell.get("outputs", []))  # MathJax draws those

@@ -9,8 +9,9 @@ version before the one-run-per-notebook suite, printed as a table and written in
     python -m hw3tools measure --repeat 3 # each row three times: the best and the worst
 
 Run it on an otherwise idle machine after `make run`: with a notebook running beside it the figures mean nothing.
-Even idle, a shared machine gives the same suite times that differ by a tenth from one run to the next (the graded
-training alone, 120-145 s here): `--repeat` shows how far.
+Even idle, a shared machine gives the same suite times that differ by a tenth from one run to the next, and hosts
+differ more (the graded training alone took 88 s on one and 120-145 s on another): `--repeat` shows how far, and
+only rows measured on the same host compare.
 """
 from __future__ import annotations
 
